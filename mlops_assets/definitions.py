@@ -1,0 +1,51 @@
+"""The code location: ``mlops_assets.definitions:defs``.
+
+Thin: assets from ``defs/<domain>/``, resources and executor for the active profile
+(``MLOPS_PROFILE``).  Heavy libraries (torch, mlflow, scikit-learn) are imported inside the
+steps, never here.
+"""
+
+
+import dagster as dg
+
+from mlops_assets.defs.deployment import assets as deployment
+from mlops_assets.defs.evaluation import assets as evaluation
+from mlops_assets.defs.features import assets as features
+from mlops_assets.defs.ingestion import assets as ingestion
+from mlops_assets.defs.jobs import ALL_JOBS
+from mlops_assets.defs.monitoring import assets as monitoring
+from mlops_assets.defs.resources import build_resources
+from mlops_assets.defs.training import assets as training
+from mlops_assets.settings import get_settings
+
+
+def build_executor(settings):
+    if settings.profile == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({
+            "job_namespace": settings.k8s_namespace,
+            "max_concurrent": 0,
+        })
+    # forkserver: each step starts from a preloaded process instead of re-importing the code location.
+    return dg.multiprocess_executor.configured({
+        "max_concurrent": settings.max_concurrent,
+        "start_method": {"forkserver": {"preload_modules": ["mlops_assets.definitions"]}},
+    })
+
+
+settings = get_settings()
+
+defs = dg.Definitions(
+    assets=[
+        ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
+        features.flight_features, features.training_examples,
+        training.training_set, *training.candidate_models,
+        evaluation.challenger,
+        deployment.champion, deployment.model_deployment, deployment.flight_delay_predictions,
+        monitoring.feature_drift, monitoring.prediction_performance,
+    ],
+    jobs=ALL_JOBS,
+    resources=build_resources(settings),
+    executor=build_executor(settings),
+)

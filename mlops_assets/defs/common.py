@@ -1,0 +1,53 @@
+"""Helpers shared by the domains: owners, validated writes reported as blocking checks."""
+
+
+from collections.abc import Iterable, Iterator
+
+import dagster as dg
+
+OWNERS = ["team:ml-platform"]
+
+
+def check_specs(asset: str, names: Iterable[str], descriptions: dict[str, str] | None = None) -> list[dg.AssetCheckSpec]:
+    descriptions = descriptions or {}
+    return [dg.AssetCheckSpec(n, asset=asset, blocking=True, description=descriptions.get(n)) for n in names]
+
+
+def fail_with_checks(asset: str, names: Iterable[str], errors: dict[str, list[str]], *, summary: str,
+                     metadata: dict | None = None) -> Iterator:
+    """Report every check (failed ones with their messages) and then fail the step, so that
+    nothing is written and nothing downstream runs."""
+    for n in names:
+        msgs = errors.get(n, [])
+        yield dg.AssetCheckResult(
+            asset_key=asset, check_name=n, passed=not msgs,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=("; ".join(msgs)[:2000] if msgs else "passed"),
+            metadata={"errors": len(msgs)} if msgs else {},
+        )
+    all_msgs = [m for n in names for m in errors.get(n, [])]
+    raise dg.Failure(
+        description=f"{summary}:\n" + "\n".join(f"- {m}" for m in all_msgs[:50]),
+        metadata={"errors": len(all_msgs), **(metadata or {})},
+    )
+
+
+def passed_checks(asset: str, names: Iterable[str], metadata: dict[str, dict] | None = None) -> list[dg.AssetCheckResult]:
+    metadata = metadata or {}
+    return [dg.AssetCheckResult(asset_key=asset, check_name=n, passed=True, metadata=metadata.get(n, {}))
+            for n in names]
+
+
+def md_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4f") -> str:
+    if not rows:
+        return "_none_"
+    columns = columns or list(rows[0])
+
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Deployment: promotion (alias ``champion``), the serving spec, and daily batch predictions."""
+
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from mlops_assets.defs.common import OWNERS
+from mlops_assets.defs.evaluation.assets import gate_from
+from mlops_assets.defs.k8s import cpu_step_tags
+from mlops_assets.defs.partitions import daily_partitions, single_run, weekly_partitions, window_days
+from mlops_assets.defs.resources import LakeStorage, MlflowTracking
+from mlops_assets.settings import get_settings
+
+_s = get_settings()
+
+
+@dg.asset(
+    group_name="deployment",
+    partitions_def=weekly_partitions,
+    kinds={"mlflow"},
+    owners=OWNERS,
+    op_tags=cpu_step_tags("small"),
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+)
+def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challenger: dict) -> dict:
+    """The week's promotion: moves the registry alias ``champion`` to the challenger's version.
+    Runs only after both gate checks on ``challenger`` passed (blocking checks); it re-applies the
+    same gate itself, so it can never promote a blocked challenger, whichever path started it.
+    Its partitions are the promotion history."""
+    from mlops_assets.lib import registry
+
+    mlflow.experiment_id()
+    decision = gate_from(challenger)
+    if not decision.promote:
+        raise dg.Failure(description=f"champion {context.partition_key}: not promoting v{challenger['version']}: "
+                                     f"{decision.describe()}")
+    previous = registry.alias_version(registry.CHAMPION)
+    prev_version = str(previous.version) if previous is not None else "none"
+    if prev_version != challenger["version"]:
+        registry.set_alias(registry.CHAMPION, challenger["version"])
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.set_version_tags(challenger["version"], {
+        "promoted_at": now, "promoted_by_dagster_run": context.run_id, "previous_champion": prev_version,
+    })
+    context.log.info(f"champion: v{prev_version} -> v{challenger['version']} ({decision.describe()})")
+    context.add_output_metadata({
+        "model_version": challenger["version"],
+        "previous_version": prev_version,
+        "holdout_roc_auc": dg.MetadataValue.float(decision.challenger_auc),
+        "decision": decision.describe(),
+        "data_window": challenger["data_window"],
+    })
+    return {"version": challenger["version"], "previous": prev_version, "promoted_at": now,
+            "week": context.partition_key}
+
+
+@dg.asset(
+    group_name="deployment",
+    deps=["champion"],
+    kinds={"kubernetes", "mlflow"},
+    owners=OWNERS,
+    op_tags=cpu_step_tags("small"),
+)
+def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dict:
+    """The live serving spec: a Kubernetes Deployment + Service serving the champion's exact version
+    with ``mlflow models serve``, and a smoke test that loads that version from the registry and
+    scores its logged input example."""
+    import numpy as np
+
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.manifests import serving_manifests, to_yaml
+    from mlops_assets.lib.storage import Location
+
+    mlflow.experiment_id()
+    champ = registry.alias_version(registry.CHAMPION)
+    if champ is None:
+        raise dg.Failure(description="model_deployment: the registry has no 'champion' alias yet; "
+                                     "materialise a training week whose gate passes first")
+    version = str(champ.version)
+    model = registry.load_version(version)
+    example = registry.input_example(version)
+    p = model.predict(example)["delay_probability"].to_numpy()
+    if len(p) != len(example) or not np.all((p >= 0) & (p <= 1)):
+        raise dg.Failure(description=f"model_deployment: smoke test of v{version} returned invalid probabilities {p}")
+    docs = serving_manifests(version, image=_s.k8s_image, namespace=_s.k8s_namespace)
+    text = to_yaml(docs)
+    loc = Location(_s.deploy_dir)
+    loc.write_bytes("serving.yaml", text.encode())
+    context.log.info(f"serving spec for v{version} -> {loc.describe('serving.yaml')}; smoke test scored {len(p)} rows")
+    context.add_output_metadata({
+        "model_version": version,
+        "model_uri": registry.version_uri(version),
+        "manifest_path": dg.MetadataValue.path(loc.describe("serving.yaml")),
+        "manifest": dg.MetadataValue.md(f"```yaml\n{text}\n```"),
+        "smoke_test_rows": len(p),
+        "smoke_test_mean_probability": dg.MetadataValue.float(float(np.mean(p))),
+        "profile": _s.profile,
+    })
+    return {"version": version, "model_uri": registry.version_uri(version), "manifest": loc.describe("serving.yaml")}
+
+
+@dg.asset(
+    group_name="deployment",
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    deps=["flight_features", "model_deployment"],
+    kinds={"mlflow", "parquet"},
+    owners=OWNERS,
+    op_tags=cpu_step_tags("data"),
+)
+def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
+    """The champion scores the day's ``flight_features`` before outcomes exist; each row records the
+    model version that scored it."""
+    from mlops_assets.lib import registry
+
+    mlflow.experiment_id()
+    champ = registry.alias_version(registry.CHAMPION)
+    if champ is None:
+        raise dg.Failure(description="flight_delay_predictions: no 'champion' model to score with yet")
+    version = str(champ.version)
+    model = registry.load_version(version)
+    lk = lake.lake()
+    scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    total, means = 0, []
+    for day in window_days(context):
+        feats = lk.read("flight_features", day)
+        p = model.predict(feats)["delay_probability"].to_numpy()
+        out = feats[["flight_id", "date", "carrier", "flight", "origin", "dest", "sched_dep_time"]].copy()
+        out["delay_probability"] = p
+        out["model_version"] = version
+        out["scored_at"] = scored_at
+        lk.write("flight_delay_predictions", day, out)
+        total += len(out)
+        means.append(float(p.mean()))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": total,
+        "model_version": version,
+        "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
+    })

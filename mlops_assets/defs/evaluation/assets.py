@@ -1,0 +1,146 @@
+"""Evaluation: every candidate and the current champion scored on the same out-of-time holdout;
+the best candidate registered as the ``challenger``; the gate as two blocking checks."""
+
+
+import json
+
+import dagster as dg
+
+from mlops_assets.defs.common import OWNERS, md_table
+from mlops_assets.defs.k8s import cpu_step_tags
+from mlops_assets.defs.partitions import weekly_partitions
+from mlops_assets.defs.resources import LakeStorage, MlflowTracking
+from mlops_assets.lib.models import FAMILIES
+from mlops_assets.settings import get_settings
+
+_s = get_settings()
+GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion")
+
+
+def gate_from(value: dict):
+    from mlops_assets.lib.metrics import GateDecision
+
+    return GateDecision(challenger_auc=value["holdout"]["roc_auc"], champion_auc=value.get("champion_auc"),
+                        min_auc=value["gate"]["min_auc"], min_delta=value["gate"]["min_delta"])
+
+
+@dg.asset(
+    group_name="evaluation",
+    partitions_def=weekly_partitions,
+    ins={"training_set": dg.AssetIn("training_set"),
+         **{f: dg.AssetIn(dg.AssetKey(["candidate_models", f])) for f in FAMILIES}},
+    kinds={"mlflow"},
+    owners=OWNERS,
+    op_tags=cpu_step_tags("train"),
+    check_specs=[
+        dg.AssetCheckSpec("gate_quality_floor", asset="challenger", blocking=True,
+                          description=f"holdout ROC AUC >= {_s.gate_min_auc} (MLOPS_GATE_MIN_AUC)"),
+        dg.AssetCheckSpec("gate_beats_champion", asset="challenger", blocking=True,
+                          description="holdout ROC AUC >= champion's on the same holdout + "
+                                      f"{_s.gate_min_delta} (MLOPS_GATE_MIN_DELTA); passes with no champion"),
+    ],
+)
+def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage,
+               training_set: dict, **candidates):
+    """The week's best candidate, registered as a version of the MLflow model ``flight_delay`` with
+    alias ``challenger`` and tags naming its data window, Dagster run, code version, parameters and
+    metrics.  The gate checks decide whether ``champion`` may move."""
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.drift import build_reference
+    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
+    from mlops_assets.lib.metrics import GateDecision, classification_metrics
+    from mlops_assets.lib.training import score_split
+
+    week = context.partition_key
+    ts = lake.lake().read("training_set", week)
+    holdout = ts[ts["split"] == "holdout"]
+    exp = mlflow.experiment_id()
+    parent = mlflow.parent_run(context)
+
+    rows, scored = [], {}
+    for fam in FAMILIES:
+        cand = candidates[fam]
+        m = score_split(cand["model"], ts, "holdout")
+        scored[fam] = m
+        rows.append({"model": f"candidate {fam}", "params": json.dumps(cand["params"]),
+                     "valid_auc": cand["valid_metrics"]["roc_auc"], "holdout_auc": m["roc_auc"],
+                     "holdout_log_loss": m["log_loss"], "holdout_brier": m["brier"]})
+        registry.log_batch(cand["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in m.items()})
+
+    champ = registry.alias_version(registry.CHAMPION)
+    champion_auc = champion_version = None
+    if champ is not None:
+        champion_version = str(champ.version)
+        p = registry.load_version(champion_version).predict(feature_matrix(holdout))["delay_probability"]
+        cm = classification_metrics(holdout["label"].to_numpy(), p.to_numpy())
+        champion_auc = cm["roc_auc"]
+        rows.append({"model": f"champion v{champion_version}", "params": champ.tags.get("params", ""),
+                     "valid_auc": float("nan"), "holdout_auc": cm["roc_auc"],
+                     "holdout_log_loss": cm["log_loss"], "holdout_brier": cm["brier"]})
+
+    best_fam = max(FAMILIES, key=lambda f: scored[f]["roc_auc"])
+    best = candidates[best_fam]
+    decision = GateDecision(scored[best_fam]["roc_auc"], champion_auc, _s.gate_min_auc, _s.gate_min_delta)
+    train_rows = ts[ts["split"] == "train"]
+    reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    model_uri = registry.log_model(best["mlflow_run_id"], best["model"], best_fam, holdout.head(5), reference)
+    tags = {
+        "week": week,
+        "data_window": training_set["data_window"],
+        "holdout_window": training_set["holdout_window"],
+        "training_rows": len(ts),
+        "labels_shuffled": training_set.get("labels_shuffled", False),
+        "dagster_run_id": context.run_id,
+        "dagster_job": context.job_name,
+        "code_version": _s.code_version,
+        "family": best_fam,
+        "params": json.dumps(best["params"], sort_keys=True),
+        "trial": best["trial"],
+        "mlflow_run_id": best["mlflow_run_id"],
+        "valid_roc_auc": f"{best['valid_metrics']['roc_auc']:.6f}",
+        "holdout_roc_auc": f"{scored[best_fam]['roc_auc']:.6f}",
+        "holdout_log_loss": f"{scored[best_fam]['log_loss']:.6f}",
+        "holdout_brier": f"{scored[best_fam]['brier']:.6f}",
+        "champion_version_compared": champion_version or "none",
+        "champion_holdout_roc_auc": "none" if champion_auc is None else f"{champion_auc:.6f}",
+        "gate": "passed" if decision.promote else "blocked",
+        "gate_decision": decision.describe(),
+    }
+    version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
+    registry.log_batch(parent, metrics={"challenger_holdout_roc_auc": scored[best_fam]["roc_auc"],
+                                        **({"champion_holdout_roc_auc": champion_auc} if champion_auc is not None else {})},
+                       tags={"challenger_version": version, "gate": tags["gate"]})
+    registry.end_run(parent)
+    context.log.info(f"challenger v{version} ({best_fam}): {decision.describe()}")
+
+    value = {
+        "week": week, "version": version, "family": best_fam, "model_uri": model_uri,
+        "holdout": scored[best_fam], "champion_version": champion_version, "champion_auc": champion_auc,
+        "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta},
+        "data_window": training_set["data_window"], "mlflow_run_id": best["mlflow_run_id"],
+    }
+    yield dg.Output(value, metadata={
+        "model_version": version,
+        "family": best_fam,
+        "holdout_roc_auc": dg.MetadataValue.float(scored[best_fam]["roc_auc"]),
+        "holdout_log_loss": dg.MetadataValue.float(scored[best_fam]["log_loss"]),
+        "champion_version": champion_version or "none",
+        "champion_holdout_roc_auc": dg.MetadataValue.float(float("nan") if champion_auc is None else champion_auc),
+        "gate_decision": decision.describe(),
+        "candidates": dg.MetadataValue.md(md_table(rows)),
+        "data_window": training_set["data_window"],
+    })
+    yield dg.AssetCheckResult(
+        check_name="gate_quality_floor", passed=decision.passes_floor,
+        description=f"holdout AUC {decision.challenger_auc:.4f} vs floor {decision.min_auc:.2f}",
+        metadata={"holdout_roc_auc": decision.challenger_auc, "min_auc": decision.min_auc, "model_version": version},
+    )
+    yield dg.AssetCheckResult(
+        check_name="gate_beats_champion", passed=decision.beats_champion,
+        description=("no champion yet" if champion_auc is None else
+                     f"challenger {decision.challenger_auc:.4f} vs champion v{champion_version} "
+                     f"{champion_auc:.4f} + {decision.min_delta:+.4f}"),
+        metadata={"holdout_roc_auc": decision.challenger_auc,
+                  "champion_holdout_roc_auc": float("nan") if champion_auc is None else champion_auc,
+                  "min_delta": decision.min_delta, "champion_version": champion_version or "none"},
+    )

@@ -1,0 +1,134 @@
+"""Features: pre-departure features per scheduled flight, and labelled training examples."""
+
+
+import dagster as dg
+
+from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks
+from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
+from mlops_assets.defs.resources import LakeStorage, LandingZone
+
+FEATURE_CHECKS = ("no_leakage_columns", "flight_id_unique", "weather_coverage", "row_count_matches_schedule")
+EXAMPLE_CHECKS = ("outcomes_match_schedule", "labels_present", "label_binary")
+MIN_WEATHER_COVERAGE = 0.5
+
+
+@dg.asset(
+    group_name="features",
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    deps=["raw_flights", "raw_weather"],
+    kinds={"pandas", "parquet"},
+    owners=OWNERS,
+    check_specs=check_specs("flight_features", FEATURE_CHECKS, {
+        "no_leakage_columns": "no column known only after departure",
+        "flight_id_unique": "one row per scheduled flight",
+        "weather_coverage": f"at least {MIN_WEATHER_COVERAGE:.0%} of flights matched to origin weather",
+        "row_count_matches_schedule": "one feature row per scheduled flight",
+    }),
+)
+def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeStorage):
+    """One row per scheduled flight with pre-departure features only: weather at the origin at the
+    scheduled hour, plane age and size, calendar, route, scheduled congestion."""
+    import io
+
+    import pandas as pd
+
+    from mlops_assets.lib.features import FEATURE_COLUMNS, build_features
+    from mlops_assets.lib.validation import LEAKAGE_COLUMNS
+
+    loc, lk = landing.location(), lake.lake()
+    planes = pd.read_csv(io.BytesIO(loc.read_bytes("reference/planes.csv")))
+    days = window_days(context)
+    out, errors = {}, {}
+    for day in days:
+        sched = lk.read("raw_flights", day)
+        feats = build_features(sched, lk.read("raw_weather", day), planes)
+        leaked = sorted(set(feats.columns) & set(LEAKAGE_COLUMNS))
+        if leaked:
+            errors.setdefault("no_leakage_columns", []).append(f"partition {day}: leakage columns {leaked}")
+        dups = int(feats["flight_id"].duplicated().sum())
+        if dups:
+            errors.setdefault("flight_id_unique", []).append(f"partition {day}, column 'flight_id': {dups} duplicates")
+        coverage = float(feats["temp"].notna().mean()) if len(feats) else 0.0
+        if coverage < MIN_WEATHER_COVERAGE:
+            errors.setdefault("weather_coverage", []).append(
+                f"partition {day}, columns 'origin', 'time_hour': only {coverage:.0%} of flights matched weather")
+        if len(feats) != len(sched):
+            errors.setdefault("row_count_matches_schedule", []).append(
+                f"partition {day}: {len(feats)} feature rows for {len(sched)} scheduled flights")
+        out[day] = feats
+    if errors:
+        yield from fail_with_checks("flight_features", FEATURE_CHECKS, errors,
+                                    summary=f"flight_features failed for {len(days)} day(s); nothing written")
+        return
+    for day, feats in out.items():
+        lk.write("flight_features", day, feats)
+    total = sum(len(f) for f in out.values())
+    coverage = sum(float(f["temp"].notna().sum()) for f in out.values()) / max(1, total)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total,
+            "days": len(out),
+            "features": len(FEATURE_COLUMNS),
+            "weather_coverage": dg.MetadataValue.float(coverage),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(c, "feature") for c in FEATURE_COLUMNS]),
+        },
+        check_results=passed_checks("flight_features", FEATURE_CHECKS, {"weather_coverage": {"coverage": coverage}}),
+    )
+
+
+@dg.asset(
+    group_name="features",
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    deps=["flight_features", "flight_outcomes"],
+    kinds={"pandas", "parquet"},
+    owners=OWNERS,
+    check_specs=check_specs("training_examples", EXAMPLE_CHECKS, {
+        "outcomes_match_schedule": "every outcome belongs to a scheduled flight",
+        "labels_present": "most scheduled flights have an arrival delay",
+        "label_binary": "label is 0/1 for arrived flights, missing for cancelled and diverted ones",
+    }),
+)
+def training_examples(context: dg.AssetExecutionContext, lake: LakeStorage):
+    """The day's features joined with its outcomes (which land a day later) and the label
+    ``arr_delay > 15``.  Cancelled and diverted flights are kept with ``status`` and no label."""
+    from mlops_assets.lib.features import LABEL, ExamplesError, build_examples
+
+    lk = lake.lake()
+    days = window_days(context)
+    out, errors = {}, {}
+    for day in days:
+        try:
+            ex = build_examples(lk.read("flight_features", day), lk.read("flight_outcomes", day), partition=day,
+                                file=lk.describe(lk.key("flight_outcomes", day)))
+        except ExamplesError as exc:
+            check = "outcomes_match_schedule" if "never scheduled" in str(exc) else "labels_present"
+            errors.setdefault(check, []).append(str(exc))
+            continue
+        bad = ex[LABEL].notna() & ~ex[LABEL].isin([0.0, 1.0])
+        if bad.any():
+            errors.setdefault("label_binary", []).append(f"partition {day}, column 'label': {int(bad.sum())} bad labels")
+        out[day] = ex
+    if errors:
+        yield from fail_with_checks("training_examples", EXAMPLE_CHECKS, errors,
+                                    summary=f"training_examples failed for {len(days)} day(s); nothing written")
+        return
+    for day, ex in out.items():
+        lk.write("training_examples", day, ex)
+    import pandas as pd
+
+    allx = pd.concat(out.values(), ignore_index=True)
+    status = allx["status"].value_counts().to_dict()
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(allx),
+            "days": len(out),
+            "positive_rate": dg.MetadataValue.float(float(allx[LABEL].mean())),
+            "arrived": int(status.get("arrived", 0)),
+            "cancelled": int(status.get("cancelled", 0)),
+            "diverted": int(status.get("diverted", 0)),
+        },
+        check_results=passed_checks("training_examples", EXAMPLE_CHECKS),
+    )

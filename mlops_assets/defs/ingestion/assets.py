@@ -1,0 +1,111 @@
+"""Ingestion: the landing zone's daily feeds, typed and validated, into the lake.
+
+Each asset validates every day of its partition (or partition range) *before* writing anything:
+one bad file fails the step with a message naming the feed, file, partition and column, and the
+lake keeps the previous good version of every partition.  The validation is reported as blocking
+asset checks, so nothing downstream runs after a failure.
+"""
+
+
+import dagster as dg
+
+from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks
+from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
+from mlops_assets.defs.resources import LakeStorage, LandingZone
+from mlops_assets.lib.validation import FEED_CHECKS
+
+CHECK_DESCRIPTIONS = {
+    "schema": "required columns present and typed; unexpected columns dropped with a warning",
+    "row_count": "a non-empty file, not far larger than usual",
+    "partition_dates": "every row belongs to the partition's day",
+    "keys_unique": "no duplicate keys",
+    "value_ranges": "values within physical/business ranges",
+    "reference_codes": "carrier, airport codes known",
+    "no_leakage_columns": "no column known only after departure",
+}
+
+
+def _ingestion_asset(name: str, feed: str, description: str):
+    checks = FEED_CHECKS[feed]
+
+    @dg.asset(
+        name=name,
+        group_name="ingestion",
+        partitions_def=daily_partitions,
+        backfill_policy=single_run,
+        kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        description=description,
+        check_specs=check_specs(name, checks, CHECK_DESCRIPTIONS),
+        op_tags={"mlops/step": "ingestion"},
+    )
+    def _asset(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeStorage):
+        import pandas as pd
+
+        from mlops_assets.lib.source import feed_key
+        from mlops_assets.lib.validation import parse_feed, reference_codes
+
+        loc, lk = landing.location(), lake.lake()
+        reference = None
+        if feed == "schedules":
+            ref_key = "reference/airlines.csv"
+            if loc.exists(ref_key):
+                import io
+
+                reference = reference_codes(pd.read_csv(io.BytesIO(loc.read_bytes(ref_key))))
+        days = window_days(context)
+        parsed, errors, warnings = {}, {}, []
+        for day in days:
+            key = feed_key(feed, day)
+            data = loc.read_bytes(key) if loc.exists(key) else None
+            df, rep = parse_feed(feed, data, file=loc.describe(key), partition=day, reference=reference)
+            warnings += rep.warnings
+            for check, outcome in rep.checks.items():
+                if not outcome.passed:
+                    errors.setdefault(check, []).append(outcome.message)
+            if df is not None:
+                parsed[day] = df
+        for w in warnings:
+            context.log.warning(w)
+        if errors:
+            yield from fail_with_checks(
+                name, checks, errors,
+                summary=f"{name}: {sum(map(len, errors.values()))} problem(s) in {len(days)} day(s) of feed {feed!r}; "
+                        "nothing written",
+                metadata={"feed": feed, "days": ", ".join(days[:31])},
+            )
+            return
+        rows = {}
+        for day, df in parsed.items():
+            lk.write(name, day, df)
+            rows[day] = len(df)
+            context.log.info(f"{name} {day}: {len(df)} rows -> {lk.describe(lk.key(name, day))}")
+        total = int(sum(rows.values()))
+        yield dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": total,
+                "rows_per_day": dg.MetadataValue.float(total / max(1, len(rows))),
+                "days": len(rows),
+                "warnings": len(warnings),
+                "lake_path": dg.MetadataValue.path(lk.describe(name)),
+            },
+            check_results=passed_checks(name, checks, {"row_count": {"rows": total}}),
+        )
+
+    return _asset
+
+
+raw_flights = _ingestion_asset(
+    "raw_flights", "schedules",
+    "Flights planned for the day (the schedule feed, known before departure), typed and validated.",
+)
+raw_weather = _ingestion_asset(
+    "raw_weather", "weather",
+    "Hourly weather at the three NYC origins for the day, typed and validated; impossible sensor "
+    "readings set to missing.",
+)
+flight_outcomes = _ingestion_asset(
+    "flight_outcomes", "outcomes",
+    "What happened to the day's flights (departure/arrival times and delays, cancellations); lands a "
+    "day late.",
+)

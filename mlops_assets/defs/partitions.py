@@ -1,0 +1,43 @@
+"""Partitions, defined once, from settings (MLOPS_START / MLOPS_END, end exclusive)."""
+
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+
+from mlops_assets.settings import get_settings
+
+_s = get_settings()
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=_s.start, end_date=_s.end)
+# Weeks start on Monday (day_offset=1); a week's partition key is its Monday.
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=_s.start, end_date=_s.end, day_offset=1)
+single_run = dg.BackfillPolicy.single_run()
+
+
+def window_days(context) -> list[str]:
+    """The days (YYYY-MM-DD) of the run's partition or partition range."""
+    tw = context.partition_time_window
+    d0, d1 = tw.start.date(), tw.end.date()
+    return [(d0 + timedelta(days=i)).isoformat() for i in range((d1 - d0).days)]
+
+
+def week_days(week: str) -> list[str]:
+    d0 = date.fromisoformat(week)
+    return [(d0 + timedelta(days=i)).isoformat() for i in range(7)]
+
+
+def training_window_days(week: str, weeks: int) -> list[str]:
+    """The daily partitions a weekly training set reads: ``weeks`` weeks ending with ``week``,
+    clipped to the partitioned span."""
+    end = date.fromisoformat(week) + timedelta(days=7)
+    start = end - timedelta(weeks=weeks)
+    first = max(start, datetime.fromisoformat(_s.start).date())
+    return [(first + timedelta(days=i)).isoformat() for i in range((end - first).days)]
+
+
+def trailing_days(day: str, n: int) -> list[str]:
+    """``n`` days ending with ``day``, clipped to the partitioned span."""
+    d = date.fromisoformat(day)
+    first = datetime.fromisoformat(_s.start).date()
+    return [x.isoformat() for x in (d - timedelta(days=n - 1 - i) for i in range(n)) if x >= first]

@@ -1,0 +1,154 @@
+"""Pre-departure features and labels (no Dagster here).
+
+``build_features`` makes one row per scheduled flight from what is known before it departs: the
+schedule, the weather at the origin at the scheduled hour, the plane's age and size, the calendar
+and the route.  ``build_examples`` joins a day's features with that day's outcomes (which land a
+day later) and adds the label ``arr_delay > 15``.
+
+Cancelled flights (no departure) and diverted flights (departed, never arrived) have no arrival
+delay: they are kept in ``training_examples`` with ``status`` ``cancelled``/``diverted`` and a
+missing label, counted in metadata, and left out of training and of live-performance metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.lib import source
+from mlops_assets.lib.validation import assert_no_leakage
+
+LABEL = "label"
+CATEGORICAL_FEATURES = ["carrier", "origin", "dest"]
+NUMERIC_FEATURES = [
+    "sched_dep_hour", "sched_arr_hour", "sched_duration_min", "distance",
+    "day_of_week", "day_of_year", "month",
+    "plane_age", "plane_seats", "plane_engines",
+    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
+    "origin_hour_departures", "origin_day_departures",
+]
+FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
+# The calendar moves by construction (a day is never in its training window): not drift.
+CALENDAR_FEATURES = ["day_of_year", "month"]
+DRIFT_NUMERIC_FEATURES = [c for c in NUMERIC_FEATURES if c not in CALENDAR_FEATURES]
+ID_COLUMNS = ["flight_id", "date"] + source.KEY_COLUMNS
+WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+MIN_LABELLED_FRACTION = 0.5
+
+
+def _hhmm_to_minutes(x: pd.Series) -> pd.Series:
+    x = x.astype("float64")
+    return (x // 100) * 60 + (x % 100)
+
+
+def flight_ids(df: pd.DataFrame) -> pd.Series:
+    return (
+        pd.to_datetime(df[["year", "month", "day"]].astype("int64")).dt.strftime("%Y-%m-%d")
+        + "_" + df["carrier"].astype(str) + df["flight"].astype("int64").astype(str)
+        + "_" + df["origin"].astype(str) + "_" + df["sched_dep_time"].astype("int64").astype(str).str.zfill(4)
+    )
+
+
+def build_features(schedules: pd.DataFrame, weather: pd.DataFrame, planes: pd.DataFrame) -> pd.DataFrame:
+    """One row per scheduled flight, pre-departure columns only."""
+    assert_no_leakage(schedules.columns)
+    s = schedules.copy()
+    when = pd.to_datetime(s[["year", "month", "day"]].astype("int64"))
+    out = pd.DataFrame({
+        "flight_id": flight_ids(s),
+        "date": when.dt.strftime("%Y-%m-%d"),
+    })
+    for c in source.KEY_COLUMNS:
+        out[c] = s[c].to_numpy()
+    out["carrier"] = s["carrier"].astype(str).to_numpy()
+    out["origin"] = s["origin"].astype(str).to_numpy()
+    out["dest"] = s["dest"].astype(str).to_numpy()
+    dep_min = _hhmm_to_minutes(s["sched_dep_time"])
+    arr_min = _hhmm_to_minutes(s["sched_arr_time"])
+    out["sched_dep_hour"] = (dep_min / 60.0).to_numpy()
+    out["sched_arr_hour"] = (arr_min / 60.0).to_numpy()
+    out["sched_duration_min"] = ((arr_min - dep_min) % 1440).to_numpy()
+    out["distance"] = s["distance"].astype("float64").to_numpy()
+    out["day_of_week"] = when.dt.dayofweek.astype("float64").to_numpy()
+    out["day_of_year"] = when.dt.dayofyear.astype("float64").to_numpy()
+    out["month"] = when.dt.month.astype("float64").to_numpy()
+
+    p = planes[["tailnum", "year", "seats", "engines"]].drop_duplicates("tailnum")
+    p = p.rename(columns={"year": "plane_year", "seats": "plane_seats", "engines": "plane_engines"})
+    joined = s[["tailnum", "year"]].merge(p, on="tailnum", how="left", validate="many_to_one")
+    out["plane_age"] = (joined["year"].astype("float64") - joined["plane_year"].astype("float64")).to_numpy()
+    out["plane_seats"] = joined["plane_seats"].astype("float64").to_numpy()
+    out["plane_engines"] = joined["plane_engines"].astype("float64").to_numpy()
+
+    # Weather at the origin at the scheduled hour (time_hour is the scheduled hour, in UTC).
+    w = weather.copy()
+    w["time_hour"] = pd.to_datetime(w["time_hour"], utc=True)
+    w = w.drop_duplicates(["origin", "time_hour"])[["origin", "time_hour"] + WEATHER_FEATURES]
+    key = pd.DataFrame({"origin": s["origin"].astype(str).to_numpy(),
+                        "time_hour": pd.to_datetime(s["time_hour"], utc=True).to_numpy()})
+    key["time_hour"] = pd.to_datetime(key["time_hour"], utc=True)
+    wj = key.merge(w, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    for c in WEATHER_FEATURES:
+        out[c] = wj[c].astype("float64").to_numpy()
+
+    # Congestion known from the schedule itself.
+    hour = s["hour"].astype("int64").to_numpy()
+    grp = pd.DataFrame({"origin": out["origin"], "hour": hour})
+    out["origin_hour_departures"] = grp.groupby(["origin", "hour"])["hour"].transform("size").astype("float64").to_numpy()
+    out["origin_day_departures"] = grp.groupby("origin")["hour"].transform("size").astype("float64").to_numpy()
+
+    assert_no_leakage(out.columns)
+    return out.reset_index(drop=True)
+
+
+class ExamplesError(ValueError):
+    pass
+
+
+def build_examples(features: pd.DataFrame, outcomes: pd.DataFrame, *, partition: str = "", file: str = "") -> pd.DataFrame:
+    """Join a day's features with its outcomes; adds ``status``, ``arr_delay`` and ``label``."""
+    where = f"partition {partition}" + (f", file {file}" if file else "")
+    o = outcomes.copy()
+    o_ids = flight_ids(o)
+    unknown = ~o_ids.isin(set(features["flight_id"]))
+    if unknown.any():
+        rows = [int(i) for i in np.flatnonzero(unknown.to_numpy())[:10]]
+        raise ExamplesError(
+            f"feed 'outcomes', {where}: {int(unknown.sum())} outcome(s) for flights that were never "
+            f"scheduled (columns {source.KEY_COLUMNS}), e.g. {o_ids[unknown].iloc[0]} (rows {rows})"
+        )
+    o = pd.DataFrame({
+        "flight_id": o_ids.to_numpy(),
+        "departed": o["dep_time"].notna().to_numpy(),
+        "arr_delay": o["arr_delay"].astype("float64").to_numpy(),
+    })
+    ex = features.merge(o, on="flight_id", how="left", validate="one_to_one")
+    status = np.where(ex["departed"].isna(), "no_outcome",
+                      np.where(ex["departed"] != True, "cancelled",  # noqa: E712 (object column)
+                               np.where(ex["arr_delay"].isna(), "diverted", "arrived")))
+    ex["status"] = status
+    ex[LABEL] = np.where(status == "arrived", (ex["arr_delay"] > 15).astype("float64"), np.nan)
+    ex = ex.drop(columns=["departed"])
+    # Real days can cancel half their flights (2013-02-08/09, a blizzard); what never happens is
+    # departed flights without an arrival delay (diverted: ~0.3%) or a day with no label at all.
+    departed = ex["status"].isin(["arrived", "diverted"])
+    n_dep = int(departed.sum())
+    arrived_share = float((ex["status"] == "arrived").sum()) / n_dep if n_dep else 0.0
+    if ex[LABEL].notna().sum() == 0 or arrived_share < MIN_LABELLED_FRACTION:
+        raise ExamplesError(
+            f"feed 'outcomes', {where}, column 'arr_delay': labels are missing: {int(ex[LABEL].notna().sum())} of "
+            f"{len(ex)} scheduled flights ({n_dep} departed) have an arrival delay (expected at least "
+            f"{MIN_LABELLED_FRACTION:.0%} of departed flights)"
+        )
+    return ex
+
+
+def feature_matrix(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns a model sees, in a fixed order; refuses leakage columns."""
+    X = df[FEATURE_COLUMNS].copy()
+    assert_no_leakage(X.columns)
+    for c in CATEGORICAL_FEATURES:
+        X[c] = X[c].astype(str)
+    for c in NUMERIC_FEATURES:
+        X[c] = X[c].astype("float64")
+    return X

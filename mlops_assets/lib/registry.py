@@ -1,0 +1,252 @@
+"""MLflow tracking and the model registry (no Dagster here; import this module lazily).
+
+* :func:`configure` points MLflow at the tracking URI and, for the local SQLite store, creates
+  the database once under a file lock (parallel processes otherwise race on its migration) and
+  turns on WAL so parallel writers wait instead of failing with "database is locked".
+* One parent run per Dagster run (tag ``dagster_run_id``), found or created race-safely; every
+  trial is a nested run under it.
+* The registered model ``flight_delay`` takes ``flight_features`` rows and returns a
+  ``delay_probability`` column.  Aliases (``champion``, ``challenger``) replace stages.
+* Models are loaded only from our own registry (``models:/flight_delay/<version>``): loading an
+  MLflow model unpickles code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.pyfunc import PythonModel
+
+from mlops_assets.settings import EXPERIMENT_NAME, MODEL_NAME
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_CONFIGURED: dict[str, str] = {}
+_VERSION_URI = re.compile(rf"^models:/{MODEL_NAME}/(\d+|@{CHAMPION}|@{CHALLENGER})$")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def configure(tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT_NAME) -> str:
+    """Point MLflow at ``tracking_uri`` and make sure the experiment exists; returns its id."""
+    key = f"{tracking_uri}|{experiment}"
+    if key in _CONFIGURED:
+        mlflow.set_tracking_uri(tracking_uri)
+        return _CONFIGURED[key]
+    mlflow.set_tracking_uri(tracking_uri)
+    db = _sqlite_path(tracking_uri)
+    lock = _file_lock(db.with_suffix(".lock")) if db else contextlib.nullcontext()
+    with lock:
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(db, timeout=60) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(experiment, artifact_location=artifact_root)
+            except mlflow.exceptions.MlflowException:  # created by another process meanwhile
+                exp_id = client.get_experiment_by_name(experiment).experiment_id
+        else:
+            exp_id = exp.experiment_id
+    _CONFIGURED[key] = exp_id
+    return exp_id
+
+
+def parent_run_id(experiment_id: str, dagster_run_id: str, *, job_name: str = "", tags: dict | None = None) -> str:
+    """The MLflow run of a Dagster run: found by tag ``dagster_run_id`` or created.
+
+    Steps run in parallel processes may both create one; the oldest wins and the others are
+    deleted, so every process converges on the same parent run.
+    """
+    client = MlflowClient()
+    query = f"tags.dagster_run_id = '{dagster_run_id}' and tags.mlops_role = 'parent'"
+    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"dagster-{dagster_run_id[:8]}",
+                            tags={"dagster_run_id": dagster_run_id, "dagster_job": job_name,
+                                  "mlops_role": "parent", **(tags or {})})
+    time.sleep(0.05)
+    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time ASC"], max_results=5)
+    winner = found[0].info.run_id if found else run.info.run_id
+    if winner != run.info.run_id:
+        client.delete_run(run.info.run_id)
+    return winner
+
+
+def start_trial_run(experiment_id: str, parent_id: str, name: str, tags: dict[str, str]) -> str:
+    client = MlflowClient()
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={"mlflow.parentRunId": parent_id, "mlops_role": "trial", **tags})
+    return run.info.run_id
+
+
+def log_batch(run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+              tags: dict[str, str] | None = None) -> None:
+    """One ``log_batch`` call instead of many ``log_metric`` calls (much faster remotely)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v == v],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+class FlightDelayModel(PythonModel):
+    """Takes ``flight_features`` rows as they are; returns ``delay_probability`` per row."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict(self, context, model_input, params=None):
+        from mlops_assets.lib.features import feature_matrix
+
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        p = self.pipeline.predict_proba(feature_matrix(df))[:, 1]
+        return pd.DataFrame({"delay_probability": p.astype("float64")})
+
+
+def pip_requirements(family: str) -> list[str]:
+    import numpy
+    import sklearn
+
+    reqs = [f"mlflow=={mlflow.__version__}", f"scikit-learn=={sklearn.__version__}",
+            f"pandas=={pd.__version__}", f"numpy=={numpy.__version__}", "mlops-assets"]
+    if family == "torch_mlp":
+        import torch
+
+        reqs.append(f"torch=={torch.__version__.split('+')[0]}")
+    return reqs
+
+
+def log_model(run_id: str, pipeline, family: str, example: pd.DataFrame, reference: dict) -> str:
+    """Log the pipeline as a pyfunc model (signature + input example) and the drift reference
+    into ``run_id``; returns the model URI to register."""
+    from mlflow.models import infer_signature
+
+    from mlops_assets.lib.features import feature_matrix
+
+    X = feature_matrix(example)
+    wrapper = FlightDelayModel(pipeline)
+    signature = infer_signature(X, wrapper.predict(None, X))
+    import warnings
+
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=wrapper, signature=signature, input_example=X,
+            pip_requirements=pip_requirements(family),
+        )
+        mlflow.log_dict(reference, "drift_reference.json")
+    return info.model_uri
+
+
+def register(model_uri: str, tags: dict[str, Any], alias: str | None = None) -> str:
+    """Register a version of ``flight_delay`` with ``tags``; returns the version number."""
+    client = MlflowClient()
+    try:
+        client.get_registered_model(MODEL_NAME)
+    except mlflow.exceptions.MlflowException:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.create_registered_model(
+                MODEL_NAME, description="Probability that a NYC departure arrives more than 15 minutes late.")
+    mv = client.create_model_version(MODEL_NAME, model_uri, run_id=tags.get("mlflow_run_id"),
+                                     tags={k: str(v) for k, v in tags.items()})
+    for _ in range(60):  # wait until READY (instant on SQLite, async on some servers)
+        if client.get_model_version(MODEL_NAME, mv.version).status == "READY":
+            break
+        time.sleep(0.5)
+    if alias:
+        client.set_registered_model_alias(MODEL_NAME, alias, mv.version)
+    return str(mv.version)
+
+
+def alias_version(alias: str = CHAMPION):
+    """The model version behind ``alias``, or None."""
+    client = MlflowClient()
+    try:
+        return client.get_model_version_by_alias(MODEL_NAME, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def set_alias(alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(MODEL_NAME, alias, str(version))
+
+
+def set_version_tags(version: str, tags: dict[str, Any]) -> None:
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(MODEL_NAME, str(version), k, str(v))
+
+
+def version_uri(version: str | int) -> str:
+    return f"models:/{MODEL_NAME}/{version}"
+
+
+def check_model_uri(uri: str) -> str:
+    """Refuse model URIs outside our own registry (loading a model unpickles code)."""
+    if not _VERSION_URI.match(uri):
+        raise ValueError(f"refusing to load model {uri!r}: only models:/{MODEL_NAME}/<version> from our registry")
+    return uri
+
+
+_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def load_version(version: str | int):
+    """Load ``flight_delay`` version ``version`` as a pyfunc (cached per process)."""
+    uri = check_model_uri(version_uri(version))
+    key = (mlflow.get_tracking_uri(), uri)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = mlflow.pyfunc.load_model(uri)
+    return _MODEL_CACHE[key]
+
+
+def load_reference(version: str | int) -> dict:
+    mv = MlflowClient().get_model_version(MODEL_NAME, str(version))
+    return mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/drift_reference.json")
+
+
+def input_example(version: str | int) -> pd.DataFrame:
+    """The input example logged with a version (for smoke tests)."""
+    from mlflow.models import Model
+
+    local = mlflow.artifacts.download_artifacts(check_model_uri(version_uri(version)))
+    return Model.load(os.path.join(local, "MLmodel")).load_input_example(local)

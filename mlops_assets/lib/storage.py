@@ -1,0 +1,134 @@
+"""Atomic reads and writes of tables in a folder or object store (no Dagster here).
+
+A location is a local path or any fsspec URI (``s3://bucket/lake``).  Local writes go to a
+temporary file in the same folder and are renamed into place (``os.replace`` is atomic on POSIX),
+so a reader sees the previous good version or the new one, never a partial file.  Object stores
+commit a PUT whole, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from mlops_assets.settings import is_uri
+
+
+class Location:
+    """A root folder (local path or URI) holding files addressed by relative keys."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = str(root)
+        self.remote = is_uri(self.root)
+        if self.root.startswith("file://"):
+            self.root = self.root[len("file://"):]
+
+    def __repr__(self) -> str:
+        return f"Location({self.root!r})"
+
+    # --- paths -------------------------------------------------------------------------------
+    def path(self, key: str):
+        if self.remote:
+            from upath import UPath
+
+            return UPath(self.root) / key
+        return Path(self.root) / key
+
+    def describe(self, key: str) -> str:
+        return str(self.path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def list(self, prefix: str, suffix: str = "") -> list[str]:
+        """Keys directly under ``prefix`` ending in ``suffix``, sorted."""
+        folder = self.path(prefix)
+        if not folder.exists():
+            return []
+        return sorted(
+            f"{prefix}/{p.name}" for p in folder.iterdir()
+            if p.name.endswith(suffix) and not p.name.startswith(".")
+        )
+
+    # --- bytes -------------------------------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> bool:
+        """Write atomically; returns False (and writes nothing) when the content is unchanged."""
+        target = self.path(key)
+        if target.exists() and target.read_bytes() == data:
+            return False
+        if self.remote:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            return True
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return True
+
+    def delete(self, key: str) -> None:
+        p = self.path(key)
+        if p.exists():
+            p.unlink()
+
+    # --- tables ------------------------------------------------------------------------------
+    def write_parquet(self, key: str, df: pd.DataFrame) -> bool:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        return self.write_bytes(key, buf.getvalue())
+
+    def read_parquet(self, key: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(key)), columns=list(columns) if columns else None)
+
+
+class Lake(Location):
+    """The lake: one Parquet file per asset partition, ``<asset>/<partition>.parquet``."""
+
+    @staticmethod
+    def key(asset: str, partition: str) -> str:
+        return f"{asset}/{partition}.parquet"
+
+    def write(self, asset: str, partition: str, df: pd.DataFrame) -> str:
+        key = self.key(asset, partition)
+        self.write_parquet(key, df)
+        return self.describe(key)
+
+    def read(self, asset: str, partition: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        key = self.key(asset, partition)
+        if not self.exists(key):
+            raise FileNotFoundError(
+                f"lake has no partition {partition} of {asset} ({self.describe(key)}): "
+                "materialise it first"
+            )
+        return self.read_parquet(key, columns)
+
+    def has(self, asset: str, partition: str) -> bool:
+        return self.exists(self.key(asset, partition))
+
+    def read_many(self, asset: str, partitions: Iterable[str], *, missing_ok: bool = False) -> pd.DataFrame:
+        frames = []
+        for p in partitions:
+            if missing_ok and not self.has(asset, p):
+                continue
+            frames.append(self.read(asset, p))
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
+
+    def partitions(self, asset: str) -> list[str]:
+        return [k.split("/")[-1][: -len(".parquet")] for k in self.list(asset, ".parquet")]

@@ -1,0 +1,96 @@
+"""Training sets, trials and scoring (no Dagster here; sklearn/torch imported lazily)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.lib.features import LABEL, feature_matrix
+from mlops_assets.lib.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+HOLDOUT_DAYS = 7
+VALID_DAYS = 7
+
+
+class TrainingSetError(ValueError):
+    pass
+
+
+def make_training_set(examples: pd.DataFrame, *, holdout_days: int = HOLDOUT_DAYS,
+                      valid_days: int = VALID_DAYS, shuffle_labels_seed: int | None = None) -> pd.DataFrame:
+    """Labelled examples with a ``split`` column, split by time (never at random):
+
+    * ``holdout``: the last ``holdout_days`` days (out-of-time; the gate scores here),
+    * ``valid``: the ``valid_days`` before it (trials are compared here),
+    * ``train``: everything earlier.
+
+    ``shuffle_labels_seed`` sabotages the train and valid labels (never the holdout's): a drill
+    that proves the gate stops a bad model.
+    """
+    df = examples[examples[LABEL].notna()].copy()
+    days = sorted(df["date"].unique())
+    if len(days) < holdout_days + 2:
+        raise TrainingSetError(
+            f"training set needs at least {holdout_days + 2} labelled days, found {len(days)} "
+            f"({days[0] if days else '-'}..{days[-1] if days else '-'})"
+        )
+    holdout = set(days[-holdout_days:])
+    rest = days[:-holdout_days]
+    v = valid_days if len(rest) >= 2 * valid_days else max(1, len(rest) // 4)
+    valid = set(rest[-v:])
+    df["split"] = np.where(df["date"].isin(holdout), "holdout", np.where(df["date"].isin(valid), "valid", "train"))
+    if shuffle_labels_seed is not None:
+        mask = df["split"] != "holdout"
+        rng = np.random.default_rng(shuffle_labels_seed)
+        df.loc[mask, LABEL] = rng.permutation(df.loc[mask, LABEL].to_numpy())
+    df[LABEL] = df[LABEL].astype("int64")
+    return df.sort_values(["date", "flight_id"]).reset_index(drop=True)
+
+
+@dataclasses.dataclass
+class TrialResult:
+    family: str
+    params: dict[str, Any]
+    model: Any
+    valid_metrics: dict[str, float]
+    fit_seconds: float
+    train_rows: int
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def predict_proba(model, df: pd.DataFrame) -> np.ndarray:
+    return np.asarray(model.predict_proba(feature_matrix(df))[:, 1], dtype=float)
+
+
+def train_trial(family: str, params: dict[str, Any], training_set: pd.DataFrame, *, seed: int = 0,
+                device: str | None = None) -> TrialResult:
+    """Fit one family with one set of hyperparameters on ``train``; score it on ``valid``."""
+    from mlops_assets.lib.models import make_pipeline
+
+    train = training_set[training_set["split"] == "train"]
+    valid = training_set[training_set["split"] == "valid"]
+    log.info("trial %s %s: %d train rows, %d valid rows", family, params, len(train), len(valid))
+    pipe = make_pipeline(family, params, seed=seed, device=device)
+    t0 = time.perf_counter()
+    pipe.fit(feature_matrix(train), train[LABEL].to_numpy())
+    fit_s = time.perf_counter() - t0
+    metrics = classification_metrics(valid[LABEL].to_numpy(), predict_proba(pipe, valid))
+    extra: dict[str, Any] = {}
+    est = pipe.named_steps["model"]
+    for attr in ("device_", "train_rows_per_s_", "fit_seconds_", "n_iter_"):
+        if hasattr(est, attr):
+            val = getattr(est, attr)
+            extra[attr.rstrip("_")] = val if isinstance(val, str) else float(np.ravel(val)[0])
+    log.info("trial %s %s: valid AUC %.4f in %.1fs", family, params, metrics["roc_auc"], fit_s)
+    return TrialResult(family, dict(params), pipe, metrics, fit_s, len(train), extra)
+
+
+def score_split(model, training_set: pd.DataFrame, split: str = "holdout") -> dict[str, float]:
+    part = training_set[training_set["split"] == split]
+    return classification_metrics(part[LABEL].to_numpy(), predict_proba(model, part))

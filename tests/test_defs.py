@@ -1,0 +1,77 @@
+"""The code location loads, by module and through workspace.yaml, fast and without heavy imports."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_definitions_load_with_the_documented_asset_keys():
+    from mlops_assets.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples",
+        "training_set", "candidate_models/hist_gradient_boosting", "candidate_models/logistic_regression",
+        "candidate_models/torch_mlp", "challenger", "champion", "model_deployment",
+        "flight_delay_predictions", "feature_drift", "prediction_performance",
+    }
+    groups = {defs.resolve_assets_def(k).group_names_by_key[k] for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert groups == {"ingestion", "features", "training", "evaluation", "deployment", "monitoring"}
+    for job in ("ingestion_job", "daily_data_job", "training_job", "deployment_job", "scoring_job", "performance_job"):
+        assert defs.resolve_job_def(job) is not None
+
+
+def test_gate_checks_are_blocking():
+    from mlops_assets.definitions import defs
+
+    specs = {s.name: s for s in defs.resolve_assets_def("challenger").check_specs}
+    assert set(specs) == {"gate_quality_floor", "gate_beats_champion"}
+    assert all(s.blocking for s in specs.values())
+    for asset in ("raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples"):
+        assert all(s.blocking for s in defs.resolve_assets_def(asset).check_specs), asset
+
+
+def test_torch_trials_carry_gpu_tags_and_pool_and_others_do_not():
+    from mlops_assets.definitions import defs
+
+    job = defs.resolve_job_def("training_job")
+    seen = 0
+    for node in job.graph.iterate_op_defs():
+        cfg = node.tags.get("dagster-k8s/config")
+        assert cfg is not None, node.name
+        cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+        res = cfg["container_config"]["resources"]
+        gpu = "nvidia.com/gpu" in res.get("limits", {})
+        assert gpu == (node.name == "train_torch_mlp_trial"), node.name
+        if gpu:
+            seen += 1
+            assert node.pool == "gpu"
+            assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"]
+            tol = cfg["pod_spec_config"]["tolerations"]
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tol
+        else:
+            assert node.pool is None and "cpu" in res["requests"] and "memory" in res["limits"]
+    assert seen == 1
+
+
+def test_code_location_import_stays_light():
+    code = ("import sys, mlops_assets.definitions; "
+            "heavy = [m for m in ('torch', 'mlflow', 'sklearn') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "", f"heavy modules imported at load time: {out.stdout}"
+
+
+def test_cli_validates_module_and_workspace(tmp_path):
+    env = {**os.environ, "MLOPS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    (tmp_path / "dagster").mkdir()
+    for args in (["-m", "mlops_assets.definitions"], ["-w", str(ROOT / "workspace.yaml")]):
+        out = subprocess.run([str(BIN / "dagster"), "definitions", "validate", *args], capture_output=True,
+                             text=True, env=env, cwd=ROOT, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "passed validation" in (out.stdout + out.stderr)

