@@ -12,10 +12,13 @@ from mlops_assets.defs.deployment import assets as deployment
 from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.features import assets as features
 from mlops_assets.defs.ingestion import assets as ingestion
+from mlops_assets.defs.ingestion import sensors as ingestion_sensors
 from mlops_assets.defs.jobs import ALL_JOBS
 from mlops_assets.defs.monitoring import assets as monitoring
+from mlops_assets.defs.monitoring import sensors as monitoring_sensors
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training import assets as training
+from mlops_assets.defs.training import schedules
 from mlops_assets.settings import get_settings
 
 
@@ -46,6 +49,9 @@ defs = dg.Definitions(
         monitoring.feature_drift, monitoring.prediction_performance,
     ],
     jobs=ALL_JOBS,
+    sensors=[ingestion_sensors.landing_zone_sensor, ingestion_sensors.outcomes_sensor,
+             monitoring_sensors.model_health_sensor, monitoring_sensors.run_failure_alert],
+    schedules=[schedules.weekly_training_schedule, schedules.daily_scoring_schedule],
     resources=build_resources(settings),
     executor=build_executor(settings),
 )

@@ -168,6 +168,8 @@ DAGSTER_YAML = """\
 telemetry:
   enabled: false
 concurrency:
+  runs:
+    max_concurrent_runs: 2   # 2 cores: runs beyond this wait in the queue
   pools:
     granularity: op
 run_monitoring:

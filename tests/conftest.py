@@ -20,7 +20,10 @@ def home(tmp_path, monkeypatch):
     h = tmp_path / "mlops"
     monkeypatch.setenv("MLOPS_HOME", str(h))
     monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
+    # mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI: keep it from leaking between tests.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
     ensure_dagster_home()
     yield h
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_settings.cache_clear()

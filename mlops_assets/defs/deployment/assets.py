@@ -83,9 +83,10 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) 
     p = model.predict(example)["delay_probability"].to_numpy()
     if len(p) != len(example) or not np.all((p >= 0) & (p <= 1)):
         raise dg.Failure(description=f"model_deployment: smoke test of v{version} returned invalid probabilities {p}")
-    docs = serving_manifests(version, image=_s.k8s_image, namespace=_s.k8s_namespace)
+    s = get_settings()
+    docs = serving_manifests(version, image=s.k8s_image, namespace=s.k8s_namespace)
     text = to_yaml(docs)
-    loc = Location(_s.deploy_dir)
+    loc = Location(s.deploy_dir)
     loc.write_bytes("serving.yaml", text.encode())
     context.log.info(f"serving spec for v{version} -> {loc.describe('serving.yaml')}; smoke test scored {len(p)} rows")
     context.add_output_metadata({
@@ -95,7 +96,7 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) 
         "manifest": dg.MetadataValue.md(f"```yaml\n{text}\n```"),
         "smoke_test_rows": len(p),
         "smoke_test_mean_probability": dg.MetadataValue.float(float(np.mean(p))),
-        "profile": _s.profile,
+        "profile": s.profile,
     })
     return {"version": version, "model_uri": registry.version_uri(version), "manifest": loc.describe("serving.yaml")}
 
