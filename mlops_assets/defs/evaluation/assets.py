@@ -125,7 +125,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "holdout_roc_auc": dg.MetadataValue.float(scored[best_fam]["roc_auc"]),
         "holdout_log_loss": dg.MetadataValue.float(scored[best_fam]["log_loss"]),
         "champion_version": champion_version or "none",
-        "champion_holdout_roc_auc": dg.MetadataValue.float(float("nan") if champion_auc is None else champion_auc),
+        **({} if champion_auc is None else {"champion_holdout_roc_auc": dg.MetadataValue.float(champion_auc)}),
         "gate_decision": decision.describe(),
         "candidates": dg.MetadataValue.md(md_table(rows)),
         "data_window": training_set["data_window"],
@@ -140,7 +140,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         description=("no champion yet" if champion_auc is None else
                      f"challenger {decision.challenger_auc:.4f} vs champion v{champion_version} "
                      f"{champion_auc:.4f} + {decision.min_delta:+.4f}"),
-        metadata={"holdout_roc_auc": decision.challenger_auc,
-                  "champion_holdout_roc_auc": float("nan") if champion_auc is None else champion_auc,
-                  "min_delta": decision.min_delta, "champion_version": champion_version or "none"},
+        metadata={"holdout_roc_auc": decision.challenger_auc, "min_delta": decision.min_delta,
+                  "champion_version": champion_version or "none",
+                  **({} if champion_auc is None else {"champion_holdout_roc_auc": champion_auc})},
     )
