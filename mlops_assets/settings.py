@@ -19,6 +19,14 @@ Variables (all optional):
 ``MLOPS_GPU_COUNT``         GPUs each torch trial asks for on Kubernetes (default 1)
 ``MLOPS_MAX_CONCURRENT``    parallel steps for the local multiprocess executor (default: CPU count)
 ``MLOPS_CODE_VERSION``      the code version recorded on models (default: ``git rev-parse HEAD``)
+``MLOPS_SENSOR_INTERVAL_S`` how often the sensors look (default 30)
+``MLOPS_HEALTH_*``          the model-health sensor's policy (DAYS 3, AUC_TOLERANCE 0.05,
+                            LOG_LOSS_TOLERANCE 0.3, PSI 0.25, DRIFT_SHARE 0.5)
+``MLOPS_ALERT_WEBHOOK_URL`` where failed-run alerts are POSTed (unset: logged only)
+``MLOPS_UI_URL``            the UI's address, for links in alerts (default http://127.0.0.1:3000)
+k8s profile: ``MLOPS_K8S_NAMESPACE`` (mlops), ``MLOPS_IMAGE``, ``MLOPS_GPU_IMAGE``,
+``MLOPS_GPU_NODE_SELECTOR`` (k=v,...), ``MLOPS_K8S_SERVICE_ACCOUNT`` (mlops-assets),
+``MLOPS_K8S_ENV_SECRETS`` (mlops-credentials), ``MLOPS_IO_URI`` (default ``$MLOPS_LAKE_URI/_dagster_io``)
 ==========================  =====================================================================
 """
 
@@ -88,6 +96,19 @@ class Settings:
     code_version: str
     k8s_namespace: str
     k8s_image: str
+    gpu_image: str = ""
+    gpu_node_selector: str = ""
+    k8s_service_account: str = "mlops-assets"
+    k8s_env_secrets: tuple[str, ...] = ("mlops-credentials",)
+    io_uri: str = ""
+    sensor_interval_s: int = 30
+    health_days: int = 3
+    health_auc_tolerance: float = 0.05
+    health_log_loss_tolerance: float = 0.3
+    health_psi: float = 0.25
+    health_drift_share: float = 0.5
+    alert_webhook_url: str = ""
+    ui_url: str = "http://127.0.0.1:3000"
 
     @property
     def dagster_home(self) -> Path:
@@ -159,6 +180,19 @@ def get_settings() -> Settings:
         code_version=_code_version(),
         k8s_namespace=os.environ.get("MLOPS_K8S_NAMESPACE", "mlops"),
         k8s_image=os.environ.get("MLOPS_IMAGE", "mlops-assets:latest"),
+        gpu_image=os.environ.get("MLOPS_GPU_IMAGE", ""),
+        gpu_node_selector=os.environ.get("MLOPS_GPU_NODE_SELECTOR", ""),
+        k8s_service_account=os.environ.get("MLOPS_K8S_SERVICE_ACCOUNT", "mlops-assets"),
+        k8s_env_secrets=tuple(x for x in os.environ.get("MLOPS_K8S_ENV_SECRETS", "mlops-credentials").split(",") if x),
+        io_uri=os.environ.get("MLOPS_IO_URI", ""),
+        sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", 30)),
+        health_days=max(1, _int("MLOPS_HEALTH_DAYS", 3)),
+        health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", 0.05),
+        health_log_loss_tolerance=_float("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", 0.3),
+        health_psi=_float("MLOPS_HEALTH_PSI", 0.25),
+        health_drift_share=_float("MLOPS_HEALTH_DRIFT_SHARE", 0.5),
+        alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", ""),
+        ui_url=os.environ.get("MLOPS_UI_URL", "http://127.0.0.1:3000"),
     )
 
 

@@ -77,7 +77,7 @@ def main() -> int:
         rows.append({"trial": t.data.tags.get("dagster_step"), "device": t.data.tags.get("device"),
                      "hidden": p.get("hidden"), "lr": p.get("lr"), "epochs": p.get("epochs"),
                      "train_rows": int(m.get("train_rows", 0)), "fit_s": round(m.get("fit_seconds", 0), 3),
-                     "train_loop_s": round(m.get("fit", 0), 3),
+                     "train_loop_s": round(m.get("train_loop_seconds", 0), 3),
                      "rows_per_s": round(m.get("train_rows_per_s", 0)), "valid_auc": round(m.get("valid_roc_auc", 0), 4)})
     print(f"week {args.week}: data ({first}..{week_end}) {t_data:.1f}s; training_set + torch sweep {t_train:.1f}s")
     print(f"training_set rows: {meta['training_set']['dagster/row_count'].value}; "

@@ -7,6 +7,9 @@ Pods follow the Restricted Pod Security Standard.
 """
 
 
+import json
+from types import SimpleNamespace
+
 from mlops_assets.settings import get_settings
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
@@ -53,9 +56,67 @@ def gpu_step_tags() -> dict:
         "limits": {**SIZES["train"]["limits"], GPU_RESOURCE: count},
     }
     pod: dict = {"tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]}
-    import os
-
-    selector = os.environ.get("MLOPS_GPU_NODE_SELECTOR", "")  # e.g. "nvidia.com/gpu.present=true"
+    selector = s.gpu_node_selector  # e.g. "nvidia.com/gpu.present=true"
     if selector:
         pod["node_selector"] = dict(kv.split("=", 1) for kv in selector.split(",") if "=" in kv)
-    return {K8S_CONFIG_TAG: _config(resources, pod)}
+    cfg = _config(resources, pod)
+    if s.gpu_image:  # a CUDA build of the same code (deploy/Dockerfile --build-arg TORCH=cuda)
+        cfg["container_config"]["image"] = s.gpu_image
+    return {K8S_CONFIG_TAG: cfg}
+
+
+def k8s_executor_config(settings=None) -> dict:
+    """``k8s_job_executor`` config for the k8s profile: namespace, image, service account, env
+    secrets; every step pod gets the Restricted securityContext and small defaults, which each
+    op's own ``dagster-k8s/config`` tag then overrides."""
+    s = settings or get_settings()
+    cfg = {
+        "job_namespace": s.k8s_namespace,
+        "service_account_name": s.k8s_service_account,
+        "env_secrets": list(s.k8s_env_secrets),
+        "env_vars": ["MLOPS_PROFILE=k8s", f"MLOPS_K8S_NAMESPACE={s.k8s_namespace}", f"MLOPS_GPU_COUNT={s.gpu_count}",
+                     f"MLOPS_START={s.start}", f"MLOPS_END={s.end}", f"MLOPS_TRAIN_WEEKS={s.train_weeks}",
+                     f"MLOPS_TRIALS={s.trials}", f"MLOPS_IMAGE={s.k8s_image}"]
+        + ([f"MLOPS_GPU_IMAGE={s.gpu_image}"] if s.gpu_image else []),
+        "image_pull_policy": "IfNotPresent",
+        "step_k8s_config": _config(SIZES["small"]),
+    }
+    if s.k8s_image != "mlops-assets:latest":  # with user code deployments the image comes from the location
+        cfg["job_image"] = s.k8s_image
+    return cfg
+
+
+def render_step_job(op_tags, step_key: str, *, run_id: str, job_name: str = "training_job") -> dict:
+    """The Kubernetes Job that ``k8s_job_executor`` would create for one step, built with
+    dagster-k8s's own code the way its ``launch_step`` merges settings (executor config, then the
+    op's ``dagster-k8s/config`` tag).  For validation and review; nothing is sent anywhere."""
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import (
+        UserDefinedDagsterK8sConfig,
+        construct_dagster_k8s_job,
+        get_k8s_job_name,
+        get_user_defined_k8s_config,
+    )
+    from kubernetes.client import ApiClient
+
+    cfg = k8s_executor_config()
+    ctx = K8sContainerContext(
+        namespace=cfg["job_namespace"], service_account_name=cfg["service_account_name"],
+        env_secrets=cfg["env_secrets"], env_vars=cfg["env_vars"], image_pull_policy=cfg["image_pull_policy"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(cfg["step_k8s_config"]),
+    )
+    tags = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in dict(op_tags).items()}
+    ctx = ctx.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags)))
+    # What the Helm chart's K8sRunLauncher contributes to every step Job (values.yaml defaults).
+    chart_launcher = SimpleNamespace(job_image=None, dagster_home="/opt/dagster/dagster_home",
+                                     instance_config_map="dagster-instance",
+                                     postgres_password_secret="dagster-postgresql-secret")
+    job_config = ctx.get_k8s_job_config(cfg.get("job_image") or get_settings().k8s_image, chart_launcher)
+    name = f"dagster-step-{get_k8s_job_name(run_id, step_key)}"
+    job = construct_dagster_k8s_job(
+        job_config=job_config, args=["dagster", "api", "execute_step"], job_name=name, pod_name=name,
+        component="step_worker", user_defined_k8s_config=ctx.run_k8s_config,
+        labels={"dagster/job": job_name, "dagster/op": step_key[:63], "dagster/run-id": run_id},
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": job_name}, {"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
+    )
+    return ApiClient().sanitize_for_serialization(job)

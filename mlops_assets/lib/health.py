@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 
 
@@ -31,14 +30,10 @@ class HealthPolicy:
     drift_share: float = 0.5
 
     @classmethod
-    def from_env(cls) -> "HealthPolicy":
-        return cls(
-            days=int(os.environ.get("MLOPS_HEALTH_DAYS", cls.days)),
-            auc_tolerance=float(os.environ.get("MLOPS_HEALTH_AUC_TOLERANCE", cls.auc_tolerance)),
-            log_loss_tolerance=float(os.environ.get("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", cls.log_loss_tolerance)),
-            psi_threshold=float(os.environ.get("MLOPS_HEALTH_PSI", cls.psi_threshold)),
-            drift_share=float(os.environ.get("MLOPS_HEALTH_DRIFT_SHARE", cls.drift_share)),
-        )
+    def from_settings(cls, s) -> "HealthPolicy":
+        return cls(days=s.health_days, auc_tolerance=s.health_auc_tolerance,
+                   log_loss_tolerance=s.health_log_loss_tolerance, psi_threshold=s.health_psi,
+                   drift_share=s.health_drift_share)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,38 +83,24 @@ def assess(performance: list[dict], drift: list[dict], holdout: dict[str, dict[s
 
 # --- landing-zone fingerprints -----------------------------------------------------------------
 
-def file_fingerprint(path, previous: dict | None = None) -> dict:
-    """{mtime_ns, size, sha256} of a file; reuses ``previous`` sha256 when mtime and size match,
-    so an unchanged landing zone costs one stat per file."""
-    st = os.stat(path)
-    if previous and previous.get("mtime_ns") == st.st_mtime_ns and previous.get("size") == st.st_size:
-        return previous
-    with open(path, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest()
-    return {"mtime_ns": st.st_mtime_ns, "size": st.st_size, "sha256": digest}
-
-
 def scan_days(root: str, feeds: Iterable[str], state: dict) -> tuple[dict[str, str], dict]:
     """Days whose files exist for *every* feed in ``feeds``, with a content fingerprint per day.
 
-    ``state`` maps relative file keys to fingerprints (the sensor's cursor); returns
-    ({day: fingerprint}, new state).
+    ``root`` is a folder or an fsspec URI.  ``state`` maps relative file keys to fingerprints (the
+    sensor's cursor); returns ({day: fingerprint}, new state).
     """
+    from mlops_assets.lib.storage import Location
+
+    loc = Location(root)
     feeds = list(feeds)
     new_state: dict = {}
     per_feed: dict[str, dict[str, str]] = {}
     for feed in feeds:
-        folder = os.path.join(root, feed)
         per_feed[feed] = {}
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            if not name.endswith(".csv") or name.startswith("."):
-                continue
-            key = f"{feed}/{name}"
-            fp = file_fingerprint(os.path.join(folder, name), state.get(key))
+        for key in loc.list(feed, ".csv"):
+            fp = loc.fingerprint(key, state.get(key))
             new_state[key] = fp
-            per_feed[feed][name[:-4]] = fp["sha256"]
+            per_feed[feed][key.rsplit("/", 1)[-1][:-4]] = fp["sha256"]
     complete = set.intersection(*(set(v) for v in per_feed.values())) if per_feed else set()
     days = {d: hashlib.sha256(json.dumps([per_feed[f][d] for f in feeds]).encode()).hexdigest()[:16]
             for d in sorted(complete)}

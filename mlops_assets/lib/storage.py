@@ -55,6 +55,24 @@ class Location:
             if p.name.endswith(suffix) and not p.name.startswith(".")
         )
 
+    def fingerprint(self, key: str, previous: dict | None = None) -> dict:
+        """{stamp, size, sha256} of a file.  The sha256 of ``previous`` is reused when the cheap
+        stamp (local mtime; object ETag/LastModified) and size match, so an unchanged landing zone
+        costs one stat per file and a touched-but-identical file keeps its sha256."""
+        import hashlib
+
+        p = self.path(key)
+        if self.remote:
+            info = p.fs.info(p.path)
+            stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or info.get("created"))
+            size = int(info.get("size") or 0)
+        else:
+            st = os.stat(p)
+            stamp, size = str(st.st_mtime_ns), st.st_size
+        if previous and previous.get("stamp") == stamp and previous.get("size") == size:
+            return previous
+        return {"stamp": stamp, "size": size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+
     # --- bytes -------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -83,10 +83,11 @@ def train_trial(family: str, params: dict[str, Any], training_set: pd.DataFrame,
     metrics = classification_metrics(valid[LABEL].to_numpy(), predict_proba(pipe, valid))
     extra: dict[str, Any] = {}
     est = pipe.named_steps["model"]
-    for attr in ("device_", "train_rows_per_s_", "fit_seconds_", "n_iter_"):
+    for attr, key in (("device_", "device"), ("train_rows_per_s_", "train_rows_per_s"),
+                      ("fit_seconds_", "train_loop_seconds"), ("n_iter_", "n_iter")):
         if hasattr(est, attr):
             val = getattr(est, attr)
-            extra[attr.rstrip("_")] = val if isinstance(val, str) else float(np.ravel(val)[0])
+            extra[key] = val if isinstance(val, str) else float(np.ravel(val)[0])
     log.info("trial %s %s: valid AUC %.4f in %.1fs", family, params, metrics["roc_auc"], fit_s)
     return TrialResult(family, dict(params), pipe, metrics, fit_s, len(train), extra)
 

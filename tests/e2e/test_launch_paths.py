@@ -3,7 +3,9 @@
 Job-level ``dagster-k8s/config`` tags do not reach ``k8s_job_executor`` step pods and users report
 them lost on sensor/backfill paths, so ours live on the ops.  Here real runs of ``training_job`` are
 created by each launch path against `dagster dev` (webserver + daemon): a CLI backfill, a backfill
-and a launch from the UI's GraphQL API, and the model-health sensor under the daemon.  The instance
+and a launch from the UI's GraphQL API, and the model-health sensor under the daemon; for each,
+the torch step's Kubernetes Job is built with dagster-k8s's code from the run's stored plan and
+validated against the Kubernetes schema.  The instance
 allows no run to start (``max_concurrent_runs: 0``), so every run stays queued with the execution
 plan it would run, and that plan's steps are what the k8s executor turns into pods.  The sensor's
 inputs (live-performance rows and the champion's holdout metrics) are written by hand here: the
@@ -14,7 +16,10 @@ import json
 import subprocess
 
 import dagster as dg
+import kubernetes_validate
 import pandas as pd
+
+from mlops_assets.defs.k8s import render_step_job
 
 from tests.e2e.harness import BIN, LOCATION, REPOSITORY, ROOT, dagster_dev, instance, service_env, wait_for
 
@@ -96,3 +101,9 @@ def test_gpu_step_config_survives_every_launch_path(tmp_path):
                     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
                         cfg["pod_spec_config"]["tolerations"]
                 assert cfg["container_config"]["security_context"]["run_as_non_root"] is True
+            # The Job the k8s executor would create for the torch step of this run, validated.
+            job = render_step_job(steps[TORCH_STEP].tags, TORCH_STEP, run_id=run.run_id)
+            kubernetes_validate.validate(job, desired_version="1.33.0", strict=True)
+            pod = job["spec"]["template"]["spec"]
+            assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1", path
+            assert pod["securityContext"]["runAsNonRoot"] is True, path

@@ -56,7 +56,7 @@ print("JSON", json.dumps(out))
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert "EXECUTOR k8s_job_executor" in lines
+    assert "EXECUTOR k8s" in lines  # k8s_job_executor's name
     return json.loads(next(line for line in lines if line.startswith("JSON "))[5:])
 
 
@@ -153,9 +153,9 @@ def test_dagster_cloud_yaml_parses_with_the_dagster_cloud_cli_and_its_k8s_contex
     parsed = load_dagster_cloud_yaml(text)
     (loc,) = parsed.locations
     assert loc.location_name == "mlops_assets" and loc.code_source.module_name == "mlops_assets.definitions"
-    k8s = loc.container_context["k8s"]
-    ctx = K8sContainerContext.create_from_config(k8s)
-    assert ctx.namespace == "mlops" and ctx.env_secrets == ["mlops-credentials"]
+    assert set(loc.container_context) == {"k8s"}
+    ctx = K8sContainerContext.create_from_config(loc.container_context)  # raises on unknown keys
+    assert ctx.namespace == "mlops" and ctx.run_k8s_config.container_config["env_from"] == [{"secret_ref": {"name": "mlops-credentials"}}]
     assert ctx.run_k8s_config.pod_spec_config["security_context"]["run_as_non_root"] is True
 
 

@@ -61,3 +61,20 @@ def test_scan_days_needs_every_feed_and_fingerprints_content(tmp_path):
     (tmp_path / "weather" / "2013-01-01.csv").write_text("b\n3\n")
     days, _ = scan_days(str(tmp_path), ["schedules", "weather"], state)
     assert days["2013-01-01"] != fp
+
+
+def test_scan_days_on_an_object_store_uri():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = "memory://landing-scan-test"
+    fs.pipe(f"{root}/schedules/2013-01-01.csv", b"a\n1\n")
+    fs.pipe(f"{root}/weather/2013-01-01.csv", b"b\n2\n")
+    fs.pipe(f"{root}/schedules/2013-01-02.csv", b"a\n1\n")
+    days, state = scan_days(root, ["schedules", "weather"], {})
+    assert list(days) == ["2013-01-01"]
+    again, _ = scan_days(root, ["schedules", "weather"], state)
+    assert again == days
+    fs.pipe(f"{root}/weather/2013-01-01.csv", b"b\n9\n")
+    changed, _ = scan_days(root, ["schedules", "weather"], state)
+    assert changed["2013-01-01"] != days["2013-01-01"]

@@ -9,7 +9,7 @@ from mlops_assets.defs.common import OWNERS
 from mlops_assets.defs.evaluation.assets import gate_from
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, weekly_partitions, window_days
-from mlops_assets.defs.resources import LakeStorage, MlflowTracking
+from mlops_assets.defs.resources import KubernetesServing, LakeStorage, MlflowTracking
 from mlops_assets.settings import get_settings
 
 _s = get_settings()
@@ -62,10 +62,11 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
     owners=OWNERS,
     op_tags=cpu_step_tags("small"),
 )
-def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dict:
+def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, kubernetes: KubernetesServing) -> dict:
     """The live serving spec: a Kubernetes Deployment + Service serving the champion's exact version
     with ``mlflow models serve``, and a smoke test that loads that version from the registry and
-    scores its logged input example."""
+    scores its logged input example.  On Kubernetes (k8s profile) it also applies them and waits for
+    the rollout; a failed rollout is undone, so the previous version keeps serving."""
     import numpy as np
 
     from mlops_assets.lib import registry
@@ -86,6 +87,16 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) 
     s = get_settings()
     docs = serving_manifests(version, image=s.k8s_image, namespace=s.k8s_namespace)
     text = to_yaml(docs)
+    applied = None
+    if kubernetes.apply:
+        from mlops_assets.lib.k8s_apply import RolloutFailed, apply_serving
+
+        apps, core = kubernetes.clients()
+        try:
+            applied = apply_serving(apps, core, docs, timeout_s=kubernetes.rollout_timeout_s)
+        except RolloutFailed as exc:
+            raise dg.Failure(description=f"model_deployment: {exc}", metadata={"model_version": version}) from exc
+        context.log.info(f"rolled out v{version}: {applied.action}, revision {applied.revision}, {applied.seconds:.0f}s")
     loc = Location(s.deploy_dir)
     loc.write_bytes("serving.yaml", text.encode())
     context.log.info(f"serving spec for v{version} -> {loc.describe('serving.yaml')}; smoke test scored {len(p)} rows")
@@ -97,6 +108,8 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking) 
         "smoke_test_rows": len(p),
         "smoke_test_mean_probability": dg.MetadataValue.float(float(np.mean(p))),
         "profile": s.profile,
+        **({"rollout": applied.action, "deployment_revision": applied.revision,
+            "rollout_seconds": dg.MetadataValue.float(applied.seconds)} if applied else {"rollout": "rendered only"}),
     })
     return {"version": version, "model_uri": registry.version_uri(version), "manifest": loc.describe("serving.yaml")}
 

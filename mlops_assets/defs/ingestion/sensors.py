@@ -11,14 +11,13 @@ Dagster itself drops a duplicate request.
 """
 
 import json
-import os
 
 import dagster as dg
 
 from mlops_assets.settings import get_settings
 
-INTERVAL = int(os.environ.get("MLOPS_SENSOR_INTERVAL_S", "30"))
-MAX_RUNS_PER_TICK = int(os.environ.get("MLOPS_SENSOR_MAX_RUNS", "20"))
+INTERVAL = get_settings().sensor_interval_s
+MAX_RUNS_PER_TICK = 20
 
 DAY_ASSETS = ["raw_flights", "raw_weather", "flight_features"]
 SCORING_ASSETS = ["flight_delay_predictions", "feature_drift"]

@@ -8,7 +8,6 @@
 """
 
 import json
-import os
 import urllib.request
 from datetime import date, timedelta
 
@@ -62,7 +61,7 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
     from mlops_assets.lib.health import HealthPolicy, assess
     from mlops_assets.lib.storage import Lake
 
-    policy = HealthPolicy.from_env()
+    policy = HealthPolicy.from_settings(get_settings())
     lake = Lake(get_settings().lake_uri)
     perf_days = _recent_partitions(context, "prediction_performance", policy.days)
     drift_days = _recent_partitions(context, "feature_drift", policy.days)
@@ -116,8 +115,9 @@ def alert_payload(context: dg.RunFailureSensorContext, ui_url: str) -> dict:
     description="POSTs a JSON alert for every failed run to MLOPS_ALERT_WEBHOOK_URL (logs when unset).",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext):
-    url = os.environ.get("MLOPS_ALERT_WEBHOOK_URL", "")
-    payload = alert_payload(context, os.environ.get("MLOPS_UI_URL", "http://127.0.0.1:3000"))
+    s = get_settings()
+    url = s.alert_webhook_url
+    payload = alert_payload(context, s.ui_url)
     if not url:
         context.log.warning(f"run failed and MLOPS_ALERT_WEBHOOK_URL is not set; alert not sent: {json.dumps(payload)[:500]}")
         return

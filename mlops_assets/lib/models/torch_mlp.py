@@ -113,7 +113,8 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
             total = 0.0
             if self.use_dataloader:
                 ds = torch.utils.data.TensorDataset(cats, nums, target)
-                batches = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen)
+                cpu_gen = torch.Generator().manual_seed(self.seed + epoch)  # DataLoader samples on the host
+                batches = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=cpu_gen)
             else:
                 perm = torch.randperm(n, device=device, generator=gen)
                 batches = ((cats[idx], nums[idx], target[idx])
