@@ -15,6 +15,7 @@ from mlops_assets.defs.ingestion import assets as ingestion
 from mlops_assets.defs.ingestion import sensors as ingestion_sensors
 from mlops_assets.defs.jobs import ALL_JOBS
 from mlops_assets.defs.monitoring import assets as monitoring
+from mlops_assets.defs.monitoring import health
 from mlops_assets.defs.monitoring import sensors as monitoring_sensors
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training import assets as training
@@ -45,12 +46,13 @@ defs = dg.Definitions(
         training.training_set, *training.candidate_models,
         evaluation.challenger,
         deployment.champion, deployment.model_deployment, deployment.flight_delay_predictions,
-        monitoring.feature_drift, monitoring.prediction_performance,
+        monitoring.feature_drift, monitoring.prediction_performance, health.platform_health,
     ],
-    jobs=ALL_JOBS,
+    jobs=[*ALL_JOBS, health.platform_health_job],
     sensors=[ingestion_sensors.landing_zone_sensor, ingestion_sensors.outcomes_sensor,
              monitoring_sensors.model_health_sensor, monitoring_sensors.run_failure_alert],
-    schedules=[schedules.weekly_training_schedule, schedules.daily_scoring_schedule],
+    schedules=[schedules.weekly_training_schedule, schedules.daily_scoring_schedule,
+               health.platform_health_schedule],
     resources=build_resources(settings),
     executor=build_executor(settings),
 )

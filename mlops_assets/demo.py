@@ -102,6 +102,7 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
     _dagster(["asset", "materialize", "--select",
               "flight_delay_predictions,feature_drift,prediction_performance",
               "--partition-range", f"{p['score_first']}...{p['score_last']}"], "scoring + monitoring (range)")
+    _dagster(["asset", "materialize", "--select", "platform_health"], "platform_health")
     p["training_rc"] = results
     p["seconds"] = time.perf_counter() - t0
     return p
@@ -151,6 +152,8 @@ def summary(p: dict) -> str:
             major = g.loc[g["psi"] > 0.25, "feature"].tolist()
             lines.append(f"  {d}: max PSI {g['psi'].max():.3f}; major: {', '.join(major) or 'none'}")
     lines.append(f"serving spec: {s.deploy_dir / 'serving.yaml'}")
+    lines.append(f"platform health: {s.home / 'reports' / 'platform_health.md'} and platform_health.png "
+                 "(in the UI: asset platform_health, metadata 'summary' and 'chart')")
     lines.append(f"total {p['seconds']:.0f}s.  See it in the UI: make dev  (then http://127.0.0.1:3000)")
     return "\n".join(lines)
 

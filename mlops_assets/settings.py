@@ -208,6 +208,12 @@ concurrency:
     granularity: op
 run_monitoring:
   enabled: true
+# Log records of the project's own loggers (plain `logging` in mlops_assets.lib) become events of
+# the step that ran them: in the UI, the event log and the step's captured logs.
+python_logs:
+  python_log_level: INFO
+  managed_python_loggers:
+    - mlops_assets
 """
 
 

@@ -18,7 +18,7 @@ def test_definitions_load_with_the_documented_asset_keys():
         "raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples",
         "training_set", "candidate_models/hist_gradient_boosting", "candidate_models/logistic_regression",
         "candidate_models/torch_mlp", "challenger", "champion", "model_deployment",
-        "flight_delay_predictions", "feature_drift", "prediction_performance",
+        "flight_delay_predictions", "feature_drift", "prediction_performance", "platform_health",
     }
     groups = {defs.resolve_assets_def(k).group_names_by_key[k] for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert groups == {"ingestion", "features", "training", "evaluation", "deployment", "monitoring"}

@@ -51,3 +51,10 @@ def md_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str =
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def usage_metadata(usage) -> dict:
+    """Numeric metadata (plotted across partitions in the UI) from a ``lib.usage.measure()``."""
+    md = {k: dg.MetadataValue.float(float(v)) for k, v in usage.metrics.items()}
+    md["device"] = usage.device
+    return md

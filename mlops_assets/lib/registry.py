@@ -124,6 +124,24 @@ def log_batch(run_id: str, *, params: dict[str, Any] | None = None, metrics: dic
     )
 
 
+@contextlib.contextmanager
+def system_metrics(run_id: str, interval_s: float = 1.0):
+    """MLflow's system-metrics logging (CPU, memory, disk, network; GPU when present) into
+    ``run_id`` while the block runs, sampled every ``interval_s``."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, samples_before_logging=1)
+    monitor.start()
+    try:
+        yield
+    finally:
+        # A short trial can end before the first interval: record one last sample either way.
+        with contextlib.suppress(Exception):
+            monitor.collect_metrics()
+            monitor.publish_metrics(monitor.aggregate_metrics())
+        monitor.finish()
+
+
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 

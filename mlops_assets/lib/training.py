@@ -88,6 +88,12 @@ def train_trial(family: str, params: dict[str, Any], training_set: pd.DataFrame,
         if hasattr(est, attr):
             val = getattr(est, attr)
             extra[key] = val if isinstance(val, str) else float(np.ravel(val)[0])
+    scores = getattr(est, "validation_score_", None)  # HistGradientBoosting: one per iteration
+    if scores is not None:
+        for i in range(0, len(scores), 10):
+            log.info("%s iteration %d/%d: validation score %.4f", family, i, len(scores) - 1, scores[i])
+    if hasattr(est, "n_iter_"):
+        log.info("%s converged after %d iteration(s)", family, int(np.ravel(est.n_iter_)[0]))
     log.info("trial %s %s: valid AUC %.4f in %.1fs", family, params, metrics["roc_auc"], fit_s)
     return TrialResult(family, dict(params), pipe, metrics, fit_s, len(train), extra)
 

@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS
+from mlops_assets.defs.common import OWNERS, usage_metadata
+from mlops_assets.lib.usage import measure
 from mlops_assets.defs.evaluation.assets import gate_from
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, weekly_partitions, window_days
@@ -136,8 +137,20 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     model = registry.load_version(version)
     lk = lake.lake()
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    total, means = 0, []
-    for day in window_days(context):
+    means: list[float] = []
+    with measure() as usage:
+        total = _score_days(window_days(context), lk, model, version, scored_at, means)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": total,
+        "model_version": version,
+        "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
+        **usage_metadata(usage),
+    })
+
+
+def _score_days(days, lk, model, version, scored_at, means) -> int:
+    total = 0
+    for day in days:
         feats = lk.read("flight_features", day)
         p = model.predict(feats)["delay_probability"].to_numpy()
         out = feats[["flight_id", "date", "carrier", "flight", "origin", "dest", "sched_dep_time"]].copy()
@@ -145,10 +158,6 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
         out["model_version"] = version
         out["scored_at"] = scored_at
         lk.write("flight_delay_predictions", day, out)
-        total += len(out)
         means.append(float(p.mean()))
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": total,
-        "model_version": version,
-        "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
-    })
+        total += len(out)
+    return total

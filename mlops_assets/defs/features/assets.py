@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks
+from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, usage_metadata
+from mlops_assets.lib.usage import measure
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
 
@@ -33,13 +34,40 @@ def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lak
 
     import pandas as pd
 
-    from mlops_assets.lib.features import FEATURE_COLUMNS, build_features
-    from mlops_assets.lib.validation import LEAKAGE_COLUMNS
+    from mlops_assets.lib.features import FEATURE_COLUMNS
 
     loc, lk = landing.location(), lake.lake()
     planes = pd.read_csv(io.BytesIO(loc.read_bytes("reference/planes.csv")))
     days = window_days(context)
     out, errors = {}, {}
+    with measure() as usage:
+        _build_features_days(days, lk, planes, out, errors)
+    if errors:
+        yield from fail_with_checks("flight_features", FEATURE_CHECKS, errors,
+                                    summary=f"flight_features failed for {len(days)} day(s); nothing written")
+        return
+    for day, feats in out.items():
+        lk.write("flight_features", day, feats)
+    total = sum(len(f) for f in out.values())
+    coverage = sum(float(f["temp"].notna().sum()) for f in out.values()) / max(1, total)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total,
+            "days": len(out),
+            "features": len(FEATURE_COLUMNS),
+            "weather_coverage": dg.MetadataValue.float(coverage),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(c, "feature") for c in FEATURE_COLUMNS]),
+            **usage_metadata(usage),
+        },
+        check_results=passed_checks("flight_features", FEATURE_CHECKS, {"weather_coverage": {"coverage": coverage}}),
+    )
+
+
+def _build_features_days(days, lk, planes, out, errors):
+    from mlops_assets.lib.features import build_features
+    from mlops_assets.lib.validation import LEAKAGE_COLUMNS
+
     for day in days:
         sched = lk.read("raw_flights", day)
         feats = build_features(sched, lk.read("raw_weather", day), planes)
@@ -57,25 +85,6 @@ def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lak
             errors.setdefault("row_count_matches_schedule", []).append(
                 f"partition {day}: {len(feats)} feature rows for {len(sched)} scheduled flights")
         out[day] = feats
-    if errors:
-        yield from fail_with_checks("flight_features", FEATURE_CHECKS, errors,
-                                    summary=f"flight_features failed for {len(days)} day(s); nothing written")
-        return
-    for day, feats in out.items():
-        lk.write("flight_features", day, feats)
-    total = sum(len(f) for f in out.values())
-    coverage = sum(float(f["temp"].notna().sum()) for f in out.values()) / max(1, total)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": total,
-            "days": len(out),
-            "features": len(FEATURE_COLUMNS),
-            "weather_coverage": dg.MetadataValue.float(coverage),
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c, "feature") for c in FEATURE_COLUMNS]),
-        },
-        check_results=passed_checks("flight_features", FEATURE_CHECKS, {"weather_coverage": {"coverage": coverage}}),
-    )
 
 
 @dg.asset(
@@ -94,23 +103,13 @@ def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lak
 def training_examples(context: dg.AssetExecutionContext, lake: LakeStorage):
     """The day's features joined with its outcomes (which land a day later) and the label
     ``arr_delay > 15``.  Cancelled and diverted flights are kept with ``status`` and no label."""
-    from mlops_assets.lib.features import LABEL, ExamplesError, build_examples
+    from mlops_assets.lib.features import LABEL
 
     lk = lake.lake()
     days = window_days(context)
     out, errors = {}, {}
-    for day in days:
-        try:
-            ex = build_examples(lk.read("flight_features", day), lk.read("flight_outcomes", day), partition=day,
-                                file=lk.describe(lk.key("flight_outcomes", day)))
-        except ExamplesError as exc:
-            check = "outcomes_match_schedule" if "never scheduled" in str(exc) else "labels_present"
-            errors.setdefault(check, []).append(str(exc))
-            continue
-        bad = ex[LABEL].notna() & ~ex[LABEL].isin([0.0, 1.0])
-        if bad.any():
-            errors.setdefault("label_binary", []).append(f"partition {day}, column 'label': {int(bad.sum())} bad labels")
-        out[day] = ex
+    with measure() as usage:
+        _build_examples_days(days, lk, out, errors)
     if errors:
         yield from fail_with_checks("training_examples", EXAMPLE_CHECKS, errors,
                                     summary=f"training_examples failed for {len(days)} day(s); nothing written")
@@ -129,6 +128,24 @@ def training_examples(context: dg.AssetExecutionContext, lake: LakeStorage):
             "arrived": int(status.get("arrived", 0)),
             "cancelled": int(status.get("cancelled", 0)),
             "diverted": int(status.get("diverted", 0)),
+            **usage_metadata(usage),
         },
         check_results=passed_checks("training_examples", EXAMPLE_CHECKS),
     )
+
+
+def _build_examples_days(days, lk, out, errors):
+    from mlops_assets.lib.features import LABEL, ExamplesError, build_examples
+
+    for day in days:
+        try:
+            ex = build_examples(lk.read("flight_features", day), lk.read("flight_outcomes", day), partition=day,
+                                file=lk.describe(lk.key("flight_outcomes", day)))
+        except ExamplesError as exc:
+            check = "outcomes_match_schedule" if "never scheduled" in str(exc) else "labels_present"
+            errors.setdefault(check, []).append(str(exc))
+            continue
+        bad = ex[LABEL].notna() & ~ex[LABEL].isin([0.0, 1.0])
+        if bad.any():
+            errors.setdefault("label_binary", []).append(f"partition {day}, column 'label': {int(bad.sum())} bad labels")
+        out[day] = ex

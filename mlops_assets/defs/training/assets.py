@@ -8,7 +8,8 @@ under ``k8s_job_executor``), and ``pick_best_<family>`` keeps the best trial on 
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, md_table
+from mlops_assets.defs.common import OWNERS, md_table, usage_metadata
+from mlops_assets.lib.usage import measure
 from mlops_assets.defs.k8s import cpu_step_tags, gpu_step_tags
 from mlops_assets.defs.partitions import training_window_days, weekly_partitions
 from mlops_assets.defs.resources import LakeStorage, MlflowTracking
@@ -48,9 +49,10 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
             description=f"training_set {week}: training_examples missing for the holdout day(s) {missing}; "
                         "materialise them first (their outcomes land a day later)")
     present = [d for d in days if lk.has("training_examples", d)]
-    examples = lk.read_many("training_examples", present)
-    ts = make_training_set(examples, shuffle_labels_seed=7 if config.shuffle_labels else None)
-    path = lk.write("training_set", week, ts)
+    with measure() as usage:
+        examples = lk.read_many("training_examples", present)
+        ts = make_training_set(examples, shuffle_labels_seed=7 if config.shuffle_labels else None)
+        path = lk.write("training_set", week, ts)
     counts = ts["split"].value_counts().to_dict()
     context.add_output_metadata({
         "dagster/row_count": len(ts),
@@ -62,6 +64,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
         "days": len(present),
         "labels_shuffled": config.shuffle_labels,
         "lake_path": dg.MetadataValue.path(path),
+        **usage_metadata(usage),
     })
     return {
         "week": week, "path": path, "days": present, "data_window": f"{present[0]}..{present[-1]}",
@@ -106,13 +109,16 @@ def _sweep_asset(family: str):
             "dagster_step": f"{context.op.name}[{context.get_mapping_key()}]",
         })
         try:
-            result = train_trial(family, trial["params"], ts, seed=trial["trial"])
+            # MLflow samples CPU, memory (and GPU) of the process while the trial trains.
+            with measure() as usage, registry.system_metrics(run_id):
+                result = train_trial(family, trial["params"], ts, seed=trial["trial"])
         except Exception:
             registry.end_run(run_id, "FAILED")
             raise
         metrics = {f"valid_{k}": v for k, v in result.valid_metrics.items()}
         metrics.update({"fit_seconds": result.fit_seconds, "train_rows": result.train_rows})
         metrics.update({k: v for k, v in result.extra.items() if isinstance(v, float)})
+        metrics.update({f"step_{k}": v for k, v in usage.metrics.items()})
         registry.log_batch(run_id, params={"family": family, **result.params}, metrics=metrics,
                            tags={"device": str(result.extra.get("device", "cpu"))})
         registry.end_run(run_id)
@@ -121,7 +127,8 @@ def _sweep_asset(family: str):
         return {"family": family, "trial": trial["trial"], "params": result.params,
                 "valid_metrics": result.valid_metrics, "fit_seconds": result.fit_seconds,
                 "extra": result.extra, "mlflow_run_id": run_id, "parent_run_id": parent,
-                "model": result.model, "training_set": ts_info}
+                "model": result.model, "training_set": ts_info,
+                "usage": usage.metrics, "usage_device": usage.device}
 
     @dg.op(name=f"pick_best_{family}", tags=cpu_step_tags("small"))
     def pick_best(context: dg.OpExecutionContext, trials: list) -> dict:
@@ -137,6 +144,13 @@ def _sweep_asset(family: str):
             "best_mlflow_run_id": best["mlflow_run_id"],
             "trials_table": dg.MetadataValue.md(md_table(rows)),
             "fit_seconds_total": dg.MetadataValue.float(sum(t["fit_seconds"] for t in trials)),
+            # what the sweep's trial steps used, together
+            "wall_seconds": dg.MetadataValue.float(sum(t["usage"]["wall_seconds"] for t in trials)),
+            "cpu_seconds": dg.MetadataValue.float(sum(t["usage"]["cpu_seconds"] for t in trials)),
+            "peak_rss_mb": dg.MetadataValue.float(max(t["usage"]["peak_rss_mb"] for t in trials)),
+            "device": ", ".join(sorted({t["usage_device"] for t in trials})),
+            **({"gpu_peak_memory_mb": dg.MetadataValue.float(max(t["usage"]["gpu_peak_memory_mb"] for t in trials))}
+               if all("gpu_peak_memory_mb" in t["usage"] for t in trials) else {}),
         })
         return best
 
