@@ -102,12 +102,20 @@ def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo):
                           "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=600)
     assert "Usage:" not in out.stderr
     assert out.returncode != 0  # the gate failed the run
-    assert "Asset check 'gate_quality_floor' on 'challenger' did not pass" in out.stdout + out.stderr
+    assert "DagsterAssetCheckFailedError" in out.stdout + out.stderr
     assert str(client.get_model_version_by_alias("flight_delay", "champion").version) == before
     latest = max(client.search_model_versions("name='flight_delay'"), key=lambda v: int(v.version))
     assert latest.tags["labels_shuffled"] == "True" and latest.tags["gate"] == "blocked"
     assert float(latest.tags["holdout_roc_auc"]) < 0.60
     assert str(client.get_model_version_by_alias("flight_delay", "challenger").version) == str(latest.version)
-    # champion was never executed in that run
+    # the floor check failed in that run, and champion was never executed
     run = dagster_runs(home)[latest.tags["dagster_run_id"]]
     assert run.status.value == "FAILURE"
+    from dagster import DagsterEventType, DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as inst:
+        checks = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
+                  for e in inst.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)}
+        started = {e.step_key for e in inst.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)}
+    assert checks == {"gate_quality_floor": False, "gate_beats_champion": False}
+    assert "champion" not in started and "challenger" in started
