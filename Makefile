@@ -23,6 +23,9 @@ demo: install  ## replay data, run the whole cycle through Dagster, print a summ
 test: install  ## the whole test suite (unit, asset, end-to-end)
 	$(BIN)/python -m pytest
 
+bench: install  ## benchmarks against baselines measured in the same run (bench/RESULTS.md)
+	$(BIN)/python bench/run.py
+
 dev: install  ## the Dagster UI + daemon on the local instance (http://127.0.0.1:3000)
 	$(BIN)/python -c "from mlops_assets.settings import ensure_dagster_home as e; e()"
 	$(BIN)/dagster dev -w workspace.yaml

@@ -114,6 +114,32 @@ def b3b(smoke: bool) -> dict:
                 single, many, "single run >= 3x faster (ratio <= 0.33)", lambda r: r <= 1 / 3)
 
 
+# --- B2 ------------------------------------------------------------------------------------------
+def b2(smoke: bool) -> dict:
+    import shutil
+
+    weeks, trials, week = ("2", "1", "2013-01-14") if smoke else ("4", "3", "2013-02-04")
+    prep = _home()
+    last = "2013-01-20" if smoke else "2013-02-10"
+    _data_run("2013-01-01", last, True, prep)  # the examples both sides train from
+    n = 1 if smoke else 3
+
+    def fresh():
+        home = _home()
+        shutil.copytree(prep / "lake", home / "lake")
+        shutil.copytree(prep / "landing", home / "landing")
+        return home
+
+    extra = {"MLOPS_TRAIN_WEEKS": weeks, "MLOPS_TRIALS": trials}
+    dag = [_timed([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions", "-j", "training_job",
+                   "--tags", json.dumps({"dagster/partition": week})], _env(h, **extra)) for h in [fresh() for _ in range(n)]]
+    plain = [_timed([sys.executable, str(ROOT / "bench/b2_plain.py"), "--week", week], _env(h, **extra))
+             for h in [fresh() for _ in range(n)]]
+    return _row("B2", f"weekly training cycle ({trials} trials x 3 families, {weeks}-week window): "
+                "training_job via the CLI vs plain Python, s", statistics.median(dag), statistics.median(plain),
+                "ratio <= 1.3", lambda r: r <= 1.3)
+
+
 # --- B4 ------------------------------------------------------------------------------------------
 def b4(smoke: bool) -> dict:
     args = ["--rows", "5000", "--epochs", "1", "--repeats", "1"] if smoke else ["--rows", "200000", "--epochs", "3", "--repeats", "3"]
@@ -173,7 +199,7 @@ def _row(i, what, project, baseline, target, check):
             "ok": bool(check(r))}
 
 
-BENCHES = {"B1": b1, "B3a": b3a, "B3b": b3b, "B4": b4, "B7": b7}
+BENCHES = {"B1": b1, "B2": b2, "B3a": b3a, "B3b": b3b, "B4": b4, "B7": b7}
 
 
 def table(rows) -> str:

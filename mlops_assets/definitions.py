@@ -30,11 +30,19 @@ def build_executor(settings):
         from mlops_assets.defs.k8s import k8s_executor_config
 
         return k8s_job_executor.configured(k8s_executor_config(settings))
-    # forkserver: each step starts from a preloaded process instead of re-importing the code location.
+    # forkserver: each step process forks from a server that has already imported the code
+    # location and the heavy libraries its steps use, instead of importing them again (B2).
     return dg.multiprocess_executor.configured({
         "max_concurrent": settings.max_concurrent,
-        "start_method": {"forkserver": {"preload_modules": ["mlops_assets.definitions"]}},
+        "start_method": {"forkserver": {"preload_modules": PRELOAD}},
     })
+
+
+PRELOAD = [
+    "mlops_assets.definitions",
+    "mlops_assets.lib.training", "mlops_assets.lib.registry", "mlops_assets.lib.models.torch_mlp",
+    "sklearn.ensemble", "sklearn.linear_model", "sklearn.compose", "sklearn.metrics", "torch", "pandas", "pyarrow.parquet",
+]
 
 
 settings = get_settings()

@@ -97,12 +97,7 @@ KEYS = {
 }
 # Rows per daily file: outside this range the feed fails (empty or far larger than usual).
 ROW_LIMITS = {"schedules": (1, 3000), "weather": (1, 200), "outcomes": (1, 3000)}
-CHECK_NAMES = ("schema", "row_count", "partition_dates", "keys_unique", "value_ranges", "reference_codes")
-FEED_CHECKS = {
-    "schedules": CHECK_NAMES + ("no_leakage_columns",),
-    "weather": CHECK_NAMES,
-    "outcomes": CHECK_NAMES,
-}
+from mlops_assets.lib.checks import CHECK_NAMES, FEED_CHECKS  # noqa: E402,F401  (light, for the code location)
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ import dagster as dg
 from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
-from mlops_assets.lib.validation import FEED_CHECKS
+from mlops_assets.lib.checks import FEED_CHECKS
 
 CHECK_DESCRIPTIONS = {
     "schema": "required columns present and typed; unexpected columns dropped with a warning",
