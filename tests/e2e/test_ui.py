@@ -72,22 +72,28 @@ def test_ui_shows_the_graph_partitions_checks_and_materialises_a_partition(world
         page.get_by_text("Missing (345)").wait_for()
         page.screenshot(path=str(ARTIFACTS / "2-flight-features-partitions.png"))
 
-        # 3. Materialise a partition of an ingestion asset from the UI; it succeeds.
-        goto("/assets/raw_weather")
-        page.get_by_role("button", name="Materialize…").click()
-        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize raw_weather")
-        box = dialog.get_by_placeholder("ex: 2013-01-01", exact=False)
-        box.fill("2013-01-21")
-        box.press("Enter")
-        dialog.get_by_text("1 partition", exact=True).wait_for()
-        page.screenshot(path=str(ARTIFACTS / "3-materialize-dialog.png"))
-        dialog.get_by_role("button", name="Launch 1 run").click()
+        # 3. From the UI: materialise one partition of an ingestion asset (a run), then a range of
+        #    two days of another (a backfill, run as one single run by its backfill policy).
+        def launch(asset, selection, partitions_text, button):
+            goto(f"/assets/{asset}")
+            page.get_by_role("button", name="Materialize…").click()
+            dialog = page.get_by_role("dialog").filter(has_text=f"Launch runs to materialize {asset}")
+            box = dialog.get_by_placeholder("ex: 2013-01-01", exact=False)
+            box.fill(selection)
+            box.press("Enter")
+            dialog.get_by_text(partitions_text, exact=True).wait_for()
+            page.screenshot(path=str(ARTIFACTS / f"3-materialize-{asset}.png"))
+            dialog.get_by_role("button", name=button).click()
 
-        def materialised():
+        def materialised(asset, days):
             with instance(world) as inst:
-                return "2013-01-21" in inst.get_materialized_partitions(dg.AssetKey("raw_weather"))
+                return set(days) <= set(inst.get_materialized_partitions(dg.AssetKey(asset)))
 
-        wait_for(materialised, 180, what="raw_weather 2013-01-21 materialised from the UI")
+        launch("raw_weather", "2013-01-21", "1 partition", "Launch 1 run")
+        wait_for(lambda: materialised("raw_weather", ["2013-01-21"]), 180, what="raw_weather 2013-01-21 from the UI")
+        launch("raw_flights", "[2013-01-21...2013-01-22]", "2 partitions", "Launch backfill")
+        wait_for(lambda: materialised("raw_flights", ["2013-01-21", "2013-01-22"]), 240,
+                 what="the UI backfill of raw_flights 2013-01-21..22")
         goto("/assets/raw_weather?view=partitions")
         page.get_by_text("Materialized (21)").wait_for()
         page.screenshot(path=str(ARTIFACTS / "4-raw-weather-after.png"))
@@ -102,7 +108,10 @@ def test_ui_shows_the_graph_partitions_checks_and_materialises_a_partition(world
         browser.close()
 
     with instance(world) as inst:
-        runs = [r for r in inst.get_runs() if r.tags.get("dagster/partition") == "2013-01-21"]
-    assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        single = [r for r in inst.get_runs() if r.tags.get("dagster/partition") == "2013-01-21"]
+        backfill = [r for r in inst.get_runs() if r.tags.get("dagster/backfill")]
+    assert len(single) == 1 and single[0].status == dg.DagsterRunStatus.SUCCESS
+    assert len(backfill) == 1 and backfill[0].status == dg.DagsterRunStatus.SUCCESS  # one run for the range
+    assert backfill[0].tags.get("dagster/asset_partition_range_start") == "2013-01-21"
     assert all((ARTIFACTS / n).stat().st_size > 10_000 for n in
                ("1-asset-graph.png", "2-flight-features-partitions.png", "5-challenger-checks.png"))
