@@ -154,6 +154,47 @@ def b4(smoke: bool) -> dict:
             "project": a, "baseline": b, "ratio": a / b, "target": ">= 5x", "ok": a / b >= 5}
 
 
+# --- B5, B6 --------------------------------------------------------------------------------------
+_CHAMPION_HOME: list = []
+
+
+def _champion_home() -> Path:
+    """A home with two weeks of data and a registered champion (trained once per bench run)."""
+    if _CHAMPION_HOME:
+        return _CHAMPION_HOME[0]
+    home = _home()
+    _data_run("2013-01-01", "2013-01-20", True, home)
+    extra = {"MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "1"}
+    _timed([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions", "-j", "training_job",
+            "--tags", json.dumps({"dagster/partition": "2013-01-14"})], _env(home, **extra))
+    _CHAMPION_HOME.append(home)
+    return home
+
+
+def _b56(args) -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "bench/b5_b6.py"), *args], env=_env(_champion_home()),
+                         cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def b5(smoke: bool) -> dict:
+    r = _b56(["b5", "--rows", "20000" if smoke else "1000000", "--repeats", "1" if smoke else "3"])
+    return _row("B5", f"batch scoring of {r['rows']:,} rows: champion v{r['champion_version']} ({r['family']}) "
+                "through the registry vs the bare estimator on the prepared matrix, s",
+                r["through_registry_s"], r["bare_estimator_s"], "ratio <= 1.3", lambda x: x <= 1.3)
+
+
+def b6(smoke: bool) -> dict:
+    r = _b56(["b6", "--requests", "100" if smoke else "2000", "--concurrency", "8"])
+    row = _row("B6", f"online scoring, `mlflow models serve`, {r['requests']} one-row requests x 8 concurrent "
+               f"({r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, {r['errors']} errors): p99 vs in-process p99, ms",
+               r["p99_ms"], r["inprocess_p99_ms"], "p99 <= 50 ms", lambda x: True)
+    row["ok"] = r["p99_ms"] <= 50 and r["errors"] == 0
+    return row
+
+
 # --- B7 ------------------------------------------------------------------------------------------
 def b7(smoke: bool) -> dict:
     rows = 20_000 if smoke else 1_000_000
@@ -199,7 +240,7 @@ def _row(i, what, project, baseline, target, check):
             "ok": bool(check(r))}
 
 
-BENCHES = {"B1": b1, "B2": b2, "B3a": b3a, "B3b": b3b, "B4": b4, "B7": b7}
+BENCHES = {"B1": b1, "B2": b2, "B3a": b3a, "B3b": b3b, "B4": b4, "B5": b5, "B6": b6, "B7": b7}
 
 
 def table(rows) -> str:

@@ -1,0 +1,149 @@
+"""B5 (batch scoring through the registered champion vs the bare estimator) and B6 (online
+scoring with ``mlflow models serve`` under a bounded local load vs the model in-process).
+Needs a registered ``champion`` in the MLflow store of $MLOPS_HOME (bench/run.py makes one)."""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _features(rows: int):
+    import numpy as np
+
+    from mlops_assets.lib.storage import Lake
+    from mlops_assets.settings import get_settings
+
+    lake = Lake(get_settings().lake_uri)
+    df = lake.read_many("flight_features", lake.partitions("flight_features"))
+    return df.iloc[np.random.default_rng(0).integers(0, len(df), rows)].reset_index(drop=True)
+
+
+def b5(rows: int, repeats: int) -> dict:
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.features import feature_matrix
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    version = registry.alias_version("champion").version
+    model = registry.load_version(version)
+    df = _features(rows)
+    pipe = model.unwrap_python_model().pipeline
+    X = pipe[:-1].transform(feature_matrix(df))  # the already-prepared matrix
+    est = pipe[-1]
+
+    def timed(fn):
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return statistics.median(out)
+
+    through = timed(lambda: model.predict(df))
+    bare = timed(lambda: est.predict_proba(X))
+    return {"rows": rows, "champion_version": str(version), "family": type(est).__name__,
+            "through_registry_s": through, "bare_estimator_s": bare}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def b6(requests_n: int, concurrency: int) -> dict:
+    import requests
+
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.features import FEATURE_COLUMNS
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    version = registry.alias_version("champion").version
+    model = registry.load_version(version)
+    df = _features(200)[FEATURE_COLUMNS]
+    payloads = [df.iloc[[i % len(df)]] for i in range(requests_n)]
+    bodies = [json.dumps({"dataframe_split": p.to_dict(orient="split")}, default=str) for p in payloads]
+
+    # baseline: the model in-process on the same one-row payloads
+    base = []
+    for p in payloads[: min(500, requests_n)]:
+        t0 = time.perf_counter()
+        model.predict(p)
+        base.append(time.perf_counter() - t0)
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/flight_delay/{version}",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if requests.get(f"{url}/ping", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError("mlflow models serve did not come up")
+            time.sleep(0.5)
+        lat: list[float] = []
+        errors = [0]
+        lock = threading.Lock()
+        it = iter(bodies)
+
+        def worker():
+            sess = requests.Session()
+            while True:
+                with lock:
+                    body = next(it, None)
+                if body is None:
+                    return
+                t0 = time.perf_counter()
+                r = sess.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+                dt = time.perf_counter() - t0
+                with lock:
+                    lat.append(dt)
+                    if r.status_code != 200:
+                        errors[0] += 1
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    q = statistics.quantiles(lat, n=100)
+    bq = statistics.quantiles(base, n=100)
+    return {"requests": len(lat), "errors": errors[0], "concurrency": concurrency, "p50_ms": q[49] * 1000,
+            "p99_ms": q[98] * 1000, "rps": len(lat) / wall, "inprocess_p50_ms": bq[49] * 1000,
+            "inprocess_p99_ms": bq[98] * 1000}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("which", choices=["b5", "b6"])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=8)
+    a = ap.parse_args()
+    res = b5(a.rows, a.repeats) if a.which == "b5" else b6(a.requests, a.concurrency)
+    print("RESULT " + json.dumps(res))
