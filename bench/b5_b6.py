@@ -84,10 +84,14 @@ def b6(requests_n: int, concurrency: int) -> dict:
         base.append(time.perf_counter() - t0)
 
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri}
+    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH (it is not when
+    # the venv was never activated, as under `make test`).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(Path(s.home) / "mlflow-serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/flight_delay/{version}",
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -98,7 +102,8 @@ def b6(requests_n: int, concurrency: int) -> dict:
             except requests.RequestException:
                 pass
             if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("mlflow models serve did not come up")
+                raise RuntimeError("mlflow models serve did not come up:\n"
+                                   + (Path(s.home) / "mlflow-serve.log").read_text()[-2000:])
             time.sleep(0.5)
         lat: list[float] = []
         errors = [0]
@@ -128,8 +133,12 @@ def b6(requests_n: int, concurrency: int) -> dict:
             t.join()
         wall = time.perf_counter() - t0
     finally:
-        os.killpg(server.pid, 15)
+        import contextlib
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 15)
         server.wait(timeout=30)
+        log.close()
     q = statistics.quantiles(lat, n=100)
     bq = statistics.quantiles(base, n=100)
     return {"requests": len(lat), "errors": errors[0], "concurrency": concurrency, "p50_ms": q[49] * 1000,
