@@ -42,6 +42,10 @@ PRELOAD = [
     "mlops_assets.definitions",
     "mlops_assets.lib.training", "mlops_assets.lib.registry", "mlops_assets.lib.models.torch_mlp",
     "sklearn.ensemble", "sklearn.linear_model", "sklearn.compose", "sklearn.metrics", "torch", "pandas", "pyarrow.parquet",
+    # MLflow's SQL stores import alembic and SQLAlchemy's dialects on first use: 0.6 s per step process.
+    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "mlflow.pyfunc",
+    "mlflow.system_metrics.system_metrics_monitor", "alembic.migration", "alembic.script", "sqlalchemy.dialects.sqlite",
+    "scipy.stats",
 ]
 
 
