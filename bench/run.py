@@ -8,7 +8,6 @@ runs; one table.  ``--smoke`` runs tiny sizes (CI keeps them working; the figure
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys

@@ -36,10 +36,10 @@ def _env() -> dict:
     return env
 
 
-def _dagster(args: list[str], label: str, *, check: bool = True, log_dir=None) -> tuple[int, float]:
+def _dagster(args: list[str], label: str, *, check: bool = True) -> tuple[int, float]:
     """Run one ``dagster`` CLI command; its output goes to a log file under $MLOPS_HOME/logs."""
     s = get_settings()
-    log_dir = log_dir or (s.home / "logs")
+    log_dir = s.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}.log"
     exe = os.path.join(os.path.dirname(sys.executable), "dagster")
@@ -109,7 +109,6 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
 
 
 def summary(p: dict) -> str:
-    import pandas as pd
     from mlflow import MlflowClient
 
     from mlops_assets.lib import registry

@@ -80,7 +80,8 @@ class Location:
     def write_bytes(self, key: str, data: bytes) -> bool:
         """Write atomically; returns False (and writes nothing) when the content is unchanged."""
         target = self.path(key)
-        if target.exists() and target.read_bytes() == data:
+        # Compare contents only when the sizes match: one stat per write in the common case.
+        if target.exists() and target.stat().st_size == len(data) and target.read_bytes() == data:
             return False
         if self.remote:
             target.parent.mkdir(parents=True, exist_ok=True)

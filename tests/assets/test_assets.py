@@ -114,3 +114,18 @@ def test_weekly_training_cycle_in_process(home):
     assert len(trials) == 3 * s.trials
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parents[0].info.run_id}
     assert all("valid_roc_auc" in t.data.metrics for t in trials)
+
+
+def test_champion_reapplies_the_gate_and_never_moves_on_a_blocked_challenger(home):
+    """Blocking checks keep `champion` from running after a failed gate within a run; the asset
+    also refuses on its own when started another way (e.g. alone, from the UI)."""
+    from mlops_assets.lib import registry
+
+    s = get_settings()
+    res = build_resources(s)
+    blocked = {"version": "7", "holdout": {"roc_auc": 0.52}, "champion_auc": None, "data_window": "x",
+               "gate": {"min_auc": 0.60, "min_delta": 0.0}}
+    with pytest.raises(dg.Failure, match="not promoting v7"):
+        deployment.champion(context=dg.build_asset_context(partition_key="2013-01-14"), mlflow=res["mlflow"],
+                            challenger=blocked)
+    assert registry.alias_version("champion") is None

@@ -3,7 +3,6 @@ days replayed into the landing zone; the right partitions launched, succeeded, n
 failed run's alert reaches a real HTTP receiver."""
 
 import pandas as pd
-import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
 from mlops_assets.lib.source import replay

@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from mlops_assets.lib import features, source, validation

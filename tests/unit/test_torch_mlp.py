@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from mlops_assets.lib.models.torch_mlp import TorchMLPClassifier
 

@@ -13,8 +13,6 @@ from mlops_assets.defs.partitions import daily_partitions, single_run, weekly_pa
 from mlops_assets.defs.resources import KubernetesServing, LakeStorage, MlflowTracking
 from mlops_assets.settings import get_settings
 
-_s = get_settings()
-
 
 @dg.asset(
     group_name="deployment",

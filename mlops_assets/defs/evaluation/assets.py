@@ -54,7 +54,6 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     week = context.partition_key
     ts = lake.lake().read("training_set", week)
     holdout = ts[ts["split"] == "holdout"]
-    exp = mlflow.experiment_id()
     parent = mlflow.parent_run(context)
 
     rows, scored = [], {}
