@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -75,3 +77,38 @@ def test_cli_validates_module_and_workspace(tmp_path):
                              text=True, env=env, cwd=ROOT, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "passed validation" in (out.stdout + out.stderr)
+
+
+@pytest.mark.parametrize("cpus, choice, expected", [
+    (2, None, "in_process"), (4, None, "multiprocess"), (2, "multiprocess", "multiprocess"),
+    (16, "in_process", "in_process"),
+])
+def test_local_executor_follows_the_cpus_unless_told(monkeypatch, cpus, choice, expected):
+    from mlops_assets import settings as S
+    from mlops_assets.definitions import build_executor
+
+    monkeypatch.setattr(S.os, "cpu_count", lambda: cpus)
+    if choice:
+        monkeypatch.setenv("MLOPS_EXECUTOR", choice)
+    else:
+        monkeypatch.delenv("MLOPS_EXECUTOR", raising=False)
+    S.get_settings.cache_clear()
+    try:
+        s = S.get_settings()
+        assert s.executor == expected
+        ex = build_executor(s)
+        assert ex.name == expected
+    finally:
+        S.get_settings.cache_clear()
+
+
+def test_unknown_executor_is_refused(monkeypatch):
+    from mlops_assets import settings as S
+
+    monkeypatch.setenv("MLOPS_EXECUTOR", "threads")
+    S.get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="MLOPS_EXECUTOR='threads'"):
+            S.get_settings()
+    finally:
+        S.get_settings.cache_clear()

@@ -152,11 +152,21 @@ class FlightDelayModel(PythonModel):
     def __init__(self, pipeline):
         self.pipeline = pipeline
 
+    # Rows scored per call of the pipeline: bounds the memory of its intermediate matrices (a
+    # sparse one-hot block and its stacked copy for 1M rows is over 1 GB) and keeps them in cache;
+    # 1M rows through the logistic regression: 1.9 s in one call, 1.3 s in chunks (bench B5).
+    CHUNK_ROWS = 32_768
+
     def predict(self, context, model_input, params=None):
+        import numpy as np
+
         from mlops_assets.lib.features import feature_matrix
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        p = self.pipeline.predict_proba(feature_matrix(df))[:, 1]
+        X = feature_matrix(df)
+        n = self.CHUNK_ROWS
+        p = np.concatenate([self.pipeline.predict_proba(X.iloc[i:i + n])[:, 1] for i in range(0, len(X), n)]
+                           or [np.empty(0)])
         return pd.DataFrame({"delay_probability": p.astype("float64")})
 
 

@@ -1,5 +1,6 @@
-"""The demo path end to end: the real `dagster` CLI (multiprocess executor, persistent SQLite
-instance) and a real MLflow store, on a short window; then a sabotaged challenger."""
+"""The demo path end to end: the real `dagster` CLI (multiprocess executor, forced here: on 2 CPUs
+the default is in-process), persistent SQLite instance, a real MLflow store, on a short window;
+then a sabotaged challenger."""
 
 import json
 import os
@@ -20,7 +21,7 @@ def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the local store of this home
     env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"),
-                "MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "2"})
+                "MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "2", "MLOPS_EXECUTOR": "multiprocess"})
     out = subprocess.run([str(BIN / "mlops-demo"), "--until-week", W2, "--score-days", str(len(SCORED))],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
