@@ -5,5 +5,5 @@ CHECK_NAMES = ("schema", "row_count", "partition_dates", "keys_unique", "value_r
 FEED_CHECKS = {
     "schedules": CHECK_NAMES + ("no_leakage_columns",),
     "weather": CHECK_NAMES,
-    "outcomes": CHECK_NAMES,
+    "outcomes": CHECK_NAMES + ("labels_present", "matches_schedule"),
 }

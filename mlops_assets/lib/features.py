@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib import source
-from mlops_assets.lib.validation import assert_no_leakage
+from mlops_assets.lib.validation import MIN_LABELLED_FRACTION, assert_no_leakage
 
 LABEL = "label"
 CATEGORICAL_FEATURES = ["carrier", "origin", "dest"]
@@ -33,7 +33,6 @@ CALENDAR_FEATURES = ["day_of_year", "month"]
 DRIFT_NUMERIC_FEATURES = [c for c in NUMERIC_FEATURES if c not in CALENDAR_FEATURES]
 ID_COLUMNS = ["flight_id", "date"] + source.KEY_COLUMNS
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
-MIN_LABELLED_FRACTION = 0.5
 
 
 def _hhmm_to_minutes(x: pd.Series) -> pd.Series:

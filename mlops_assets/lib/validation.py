@@ -97,6 +97,9 @@ KEYS = {
 }
 # Rows per daily file: outside this range the feed fails (empty or far larger than usual).
 ROW_LIMITS = {"schedules": (1, 3000), "weather": (1, 200), "outcomes": (1, 3000)}
+# Of the flights that departed, at least this share must have an arrival delay (the label).
+# Real days cancel up to half their flights (2013-02-08/09); diverted ones (~0.3%) have no label.
+MIN_LABELLED_FRACTION = 0.5
 from mlops_assets.lib.checks import CHECK_NAMES, FEED_CHECKS  # noqa: E402,F401  (light, for the code location)
 
 
@@ -153,8 +156,12 @@ def _bad_rows(mask: pd.Series) -> list[int]:
 
 
 def parse_feed(feed: str, data: bytes | None, *, file: str, partition: str,
-               reference: dict[str, set[str]] | None = None) -> tuple[pd.DataFrame | None, Report]:
-    """Parse and validate one landing file; returns (typed frame or None, report)."""
+               reference: dict[str, set[str]] | None = None,
+               scheduled: pd.DataFrame | None = None) -> tuple[pd.DataFrame | None, Report]:
+    """Parse and validate one landing file; returns (typed frame or None, report).
+
+    ``scheduled``: for the outcomes feed, the day's validated schedule (its key columns); every
+    outcome must belong to a scheduled flight."""
     schema = SCHEMAS[feed]
     rep = Report(feed=feed, file=file, partition=partition)
     if data is None:
@@ -298,9 +305,38 @@ def parse_feed(feed: str, data: bytes | None, *, file: str, partition: str,
         rep.fail("keys_unique", ", ".join(keys), f"{int(dup.sum())} rows share a key", _bad_rows(dup))
     rep.ok("keys_unique", "keys unique")
 
+    if feed == "outcomes" and rep.checks["schema"].passed:
+        _check_outcomes(rep, out, scheduled)
+
     if not rep.passed:
         return None, rep
     return out.reset_index(drop=True), rep
+
+
+def _check_outcomes(rep: Report, out: pd.DataFrame, scheduled: pd.DataFrame | None) -> None:
+    departed = out["dep_time"].notna()
+    labelled = out["arr_delay"].notna()
+    n_dep, n_lab = int(departed.sum()), int(labelled.sum())
+    if n_lab == 0 or n_lab < MIN_LABELLED_FRACTION * n_dep:
+        rep.fail("labels_present", "arr_delay",
+                 f"labels are missing: {n_lab} of {len(out)} flights ({n_dep} departed) have an arrival delay "
+                 f"(expected at least {MIN_LABELLED_FRACTION:.0%} of departed flights)", labelled=n_lab, departed=n_dep)
+    rep.ok("labels_present", f"{n_lab} of {n_dep} departed flights labelled", labelled=n_lab)
+    keys = source.KEY_COLUMNS
+    if scheduled is None:
+        rep.fail("matches_schedule", None, "the day's schedule is not in the lake (raw_flights), so outcomes "
+                 "cannot be matched to scheduled flights")
+        return
+    known = scheduled[keys].astype(out[keys].dtypes.to_dict()).drop_duplicates()
+    merged = out[keys].merge(known, on=keys, how="left", indicator=True)
+    never = (merged["_merge"] == "left_only").to_numpy()
+    if never.any():
+        first = out.loc[never, ["carrier", "flight", "origin", "sched_dep_time"]].iloc[0]
+        rep.fail("matches_schedule", "carrier, flight, origin, sched_dep_time",
+                 f"{int(never.sum())} outcome(s) for flights never scheduled that day, e.g. "
+                 f"{first['carrier']}{first['flight']} from {first['origin']} at {first['sched_dep_time']}",
+                 _bad_rows(pd.Series(never)))
+    rep.ok("matches_schedule", "every outcome belongs to a scheduled flight")
 
 
 def reference_codes(airlines: pd.DataFrame) -> dict[str, set[str]]:

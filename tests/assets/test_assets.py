@@ -50,7 +50,7 @@ def test_ingestion_and_features_range_in_one_run(data_home):
     checks = checks_of(r)
     assert checks[("raw_flights", "no_leakage_columns")] is True
     assert checks[("flight_features", "no_leakage_columns")] is True
-    assert all(checks.values()) and len(checks) == 7 + 6 + 6 + 4 + 3
+    assert all(checks.values()) and len(checks) == 7 + 6 + 8 + 4 + 3
     ex = pd.read_parquet(lake / "training_examples" / "2013-01-05.parquet")
     sched = pd.read_csv(home / "landing" / "schedules" / "2013-01-05.csv")
     assert len(ex) == len(sched) and ex["flight_id"].is_unique

@@ -22,8 +22,10 @@ def csv(df):
     return buf.getvalue().encode()
 
 
-def parse(feed, data):
-    return validation.parse_feed(feed, data, file=f"landing/{feed}/{DAY}.csv", partition=DAY)
+def parse(feed, data, scheduled=None):
+    if feed == "outcomes" and scheduled is None:
+        scheduled = source.feeds_for_day(DAY)["schedules"]
+    return validation.parse_feed(feed, data, file=f"landing/{feed}/{DAY}.csv", partition=DAY, scheduled=scheduled)
 
 
 def assert_fails(rep, check, *fragments):
@@ -107,3 +109,26 @@ def test_far_larger_than_usual(good):
     big["flight"] = range(1, len(big) + 1)
     _, rep = parse("schedules", csv(big))
     assert_fails(rep, "row_count", "far more than usual")
+
+
+def test_outcomes_of_flights_never_scheduled(good):
+    bad = pd.concat([good["outcomes"], good["outcomes"].iloc[[0]].assign(flight=9998)], ignore_index=True)
+    df, rep = parse("outcomes", csv(bad))
+    assert df is None
+    n = len(good["outcomes"])
+    assert_fails(rep, "matches_schedule", "1 outcome(s) for flights never scheduled", "9998", f"rows [{n}]")
+    # and without the day's schedule in the lake, outcomes cannot be matched at all
+    _, rep = validation.parse_feed("outcomes", csv(good["outcomes"]), file="f.csv", partition=DAY)
+    assert not rep.passed and "schedule is not in the lake" in rep.checks["matches_schedule"].message
+
+
+def test_outcomes_with_all_labels_missing(good):
+    bad = good["outcomes"].assign(arr_delay=None)
+    df, rep = parse("outcomes", csv(bad))
+    assert df is None
+    assert_fails(rep, "labels_present", "column 'arr_delay'", "labels are missing: 0 of")
+    # a day that cancelled half its flights is still fine (the 2013-02-08 blizzard)
+    half = good["outcomes"].copy()
+    half.loc[half.index[: len(half) // 2], ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"]] = None
+    _, rep = parse("outcomes", csv(half))
+    assert rep.passed, rep.errors()

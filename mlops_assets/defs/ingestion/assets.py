@@ -22,10 +22,12 @@ CHECK_DESCRIPTIONS = {
     "value_ranges": "values within physical/business ranges",
     "reference_codes": "carrier, airport codes known",
     "no_leakage_columns": "no column known only after departure",
+    "labels_present": "at least half of the departed flights have an arrival delay (the label)",
+    "matches_schedule": "every outcome belongs to a flight in the day's schedule (raw_flights)",
 }
 
 
-def _ingestion_asset(name: str, feed: str, description: str):
+def _ingestion_asset(name: str, feed: str, description: str, deps=()):
     checks = FEED_CHECKS[feed]
 
     @dg.asset(
@@ -38,11 +40,12 @@ def _ingestion_asset(name: str, feed: str, description: str):
         description=description,
         check_specs=check_specs(name, checks, CHECK_DESCRIPTIONS),
         op_tags={"mlops/step": "ingestion"},
+        deps=list(deps),
     )
     def _asset(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeStorage):
         import pandas as pd
 
-        from mlops_assets.lib.source import feed_key
+        from mlops_assets.lib.source import KEY_COLUMNS, feed_key
         from mlops_assets.lib.validation import parse_feed, reference_codes
 
         loc, lk = landing.location(), lake.lake()
@@ -58,7 +61,11 @@ def _ingestion_asset(name: str, feed: str, description: str):
         for day in days:
             key = feed_key(feed, day)
             data = loc.read_bytes(key) if loc.exists(key) else None
-            df, rep = parse_feed(feed, data, file=loc.describe(key), partition=day, reference=reference)
+            scheduled = None
+            if feed == "outcomes" and lk.has("raw_flights", day):
+                scheduled = lk.read("raw_flights", day, columns=KEY_COLUMNS)
+            df, rep = parse_feed(feed, data, file=loc.describe(key), partition=day, reference=reference,
+                                 scheduled=scheduled)
             warnings += rep.warnings
             for check, outcome in rep.checks.items():
                 if not outcome.passed:
@@ -107,5 +114,6 @@ raw_weather = _ingestion_asset(
 flight_outcomes = _ingestion_asset(
     "flight_outcomes", "outcomes",
     "What happened to the day's flights (departure/arrival times and delays, cancellations); lands a "
-    "day late.",
+    "day late. Every outcome must match a flight of the day's validated schedule.",
+    deps=["raw_flights"],
 )
