@@ -8,15 +8,30 @@ commit a PUT whole, which gives the same guarantee.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from mlops_assets.settings import is_uri
+
+
+STALE_TMP_S = 600
+
+
+def _sweep_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of ``target`` left by a writer killed mid-write (SIGKILL, OOM): hidden,
+    never read, but they would pile up. A live writer's temporary is seconds old."""
+    now = time.time()
+    for p in target.parent.glob(f".{target.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > STALE_TMP_S:
+                p.unlink()
 
 
 class Location:
@@ -88,6 +103,7 @@ class Location:
             target.write_bytes(data)
             return True
         target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_temporaries(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -1,0 +1,77 @@
+"""Shared set-up for the reliability tests: a home of real days and small real models in the real
+MLflow registry (no Dagster run needed to have a champion to protect)."""
+
+import contextlib
+import os
+import uuid
+
+import pytest
+
+
+@contextlib.contextmanager
+def module_home(tmp_path_factory, name: str, **env):
+    """Like the ``home`` fixture, for a whole module: MLOPS_HOME, DAGSTER_HOME and ``env``."""
+    from mlops_assets.settings import ensure_dagster_home, get_settings
+
+    h = tmp_path_factory.mktemp(name) / "mlops"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLOPS_HOME", str(h))
+    mp.setenv("DAGSTER_HOME", str(h / "dagster"))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for k, v in env.items():
+        mp.setenv(k, str(v))
+    get_settings.cache_clear()
+    ensure_dagster_home()
+    try:
+        yield h
+    finally:
+        mp.undo()
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        get_settings.cache_clear()
+
+
+def ingest(first: str, last: str) -> None:
+    """Replay and ingest ``first``..``last`` (one range run) into the current home's lake."""
+    from datetime import date, timedelta
+
+    import dagster as dg
+
+    from mlops_assets.defs.features import assets as features
+    from mlops_assets.defs.ingestion import assets as ingestion
+    from mlops_assets.defs.resources import build_resources
+    from mlops_assets.lib.source import replay
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    replay(s.landing_uri, (date.fromisoformat(last) + timedelta(days=1)).isoformat(), first)
+    r = dg.materialize(
+        [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
+         features.flight_features, features.training_examples],
+        resources=build_resources(s),
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    assert r.success
+
+
+def register_model(days: list[str], *, alias: str | None = None, shuffle_seed: int | None = None,
+                   params: dict | None = None, tags: dict | None = None) -> str:
+    """Train a logistic regression on the lake's examples of ``days`` and register it as a real
+    version of ``flight_delay`` (pyfunc, drift reference, tags); returns the version."""
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.drift import build_reference
+    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES
+    from mlops_assets.lib.storage import Lake
+    from mlops_assets.lib.training import make_training_set, score_split, train_trial
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    ts = make_training_set(Lake(s.lake_uri).read_many("training_examples", days), shuffle_labels_seed=shuffle_seed)
+    exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    parent = registry.parent_run_id(exp, f"test-{uuid.uuid4().hex[:8]}")
+    run_id = registry.start_trial_run(exp, parent, "test-model", {"family": "logistic_regression"})
+    r = train_trial("logistic_regression", params or {"C": 1.0}, ts)
+    ref = build_reference(ts[ts["split"] == "train"], DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    uri = registry.log_model(run_id, r.model, "logistic_regression", ts[ts["split"] == "holdout"].head(5), ref)
+    registry.end_run(run_id)
+    auc = score_split(r.model, ts)["roc_auc"]
+    return registry.register(uri, {"mlflow_run_id": run_id, "family": "logistic_regression",
+                                   "holdout_roc_auc": f"{auc:.4f}", **(tags or {})}, alias=alias)
