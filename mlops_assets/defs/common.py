@@ -58,3 +58,28 @@ def usage_metadata(usage) -> dict:
     md = {k: dg.MetadataValue.float(float(v)) for k, v in usage.metrics.items()}
     md["device"] = usage.device
     return md
+
+
+def tracking_guard(fn):
+    """Run a step body (function or generator) so that an unreachable MLflow tracking server
+    fails it with one clear message (``registry.TrackingUnavailable``); the step's RetryPolicy,
+    where it has one, retries it first."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            from mlops_assets.lib import registry
+
+            with registry.tracking_errors():
+                yield from fn(*args, **kwargs)
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mlops_assets.lib import registry
+
+        with registry.tracking_errors():
+            return fn(*args, **kwargs)
+    return wrapper

@@ -44,7 +44,14 @@ class MlflowTracking(dg.ConfigurableResource):
     def experiment_id(self) -> str:
         from mlops_assets.lib import registry
 
-        return registry.configure(self.tracking_uri, self.artifact_root, self.experiment)
+        with registry.tracking_errors():
+            return registry.configure(self.tracking_uri, self.artifact_root, self.experiment)
+
+    def guard(self):
+        """A block in which an unreachable tracking server is one clear error."""
+        from mlops_assets.lib import registry
+
+        return registry.tracking_errors()
 
     def parent_run(self, context) -> str:
         from mlops_assets.lib import registry

@@ -54,8 +54,42 @@ def _file_lock(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached."""
+
+
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+                "Read timed out", "RemoteDisconnected", "Connection aborted")
+# MLflow's own HTTP retries default to 7 with backoff factor 2 (minutes of waiting per call); the
+# Dagster steps have their own RetryPolicy, so keep MLflow's short unless the user set them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+@contextlib.contextmanager
+def tracking_errors():
+    """Turn "cannot reach the tracking server" (buried in MLflow's and urllib3's messages) into
+    one clear :class:`TrackingUnavailable`; everything else passes through unchanged."""
+    try:
+        yield
+    except TrackingUnavailable:
+        raise
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if not any(s in text for s in _UNREACHABLE):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise TrackingUnavailable(
+            f"MLflow tracking server {mlflow.get_tracking_uri()} is unreachable ({first}); "
+            "the step is retried with backoff and then fails; re-run it once the server is back"
+        ) from exc
+
+
 def configure(tracking_uri: str, artifact_root: str | None = None, experiment: str = EXPERIMENT_NAME) -> str:
     """Point MLflow at ``tracking_uri`` and make sure the experiment exists; returns its id."""
+    if tracking_uri.startswith(("http://", "https://")):
+        for k, v in HTTP_DEFAULTS.items():
+            os.environ.setdefault(k, v)
     key = f"{tracking_uri}|{experiment}"
     if key in _CONFIGURED:
         mlflow.set_tracking_uri(tracking_uri)
@@ -236,6 +270,79 @@ def alias_version(alias: str = CHAMPION):
 
 def set_alias(alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(MODEL_NAME, alias, str(version))
+
+
+class PromotionConflict(RuntimeError):
+    """``champion`` moved between the gate's comparison and the promotion."""
+
+
+class RollbackError(ValueError):
+    pass
+
+
+def _alias_lock():
+    """Serialises moves of ``champion`` between processes sharing a local SQLite store (Dagster
+    runs, ``mlops-rollback``). A remote server has no lock to take: the compare-then-set below
+    narrows the race to one round trip there."""
+    db = _sqlite_path(mlflow.get_tracking_uri())
+    return _file_lock(db.with_suffix(".champion.lock")) if db else contextlib.nullcontext()
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def promote(version: str, *, expected_current: str | None, tags: dict[str, Any]) -> str:
+    """Move ``champion`` to ``version`` if it still points where the gate looked
+    (``expected_current``, None for "no champion"); returns the previous version or "none".
+    Raises :class:`PromotionConflict` if another promotion or a rollback moved it meanwhile: the
+    gate's comparison is then stale and the challenger must be gated again."""
+    with _alias_lock():
+        current = alias_version(CHAMPION)
+        now = str(current.version) if current is not None else None
+        if now != str(version) and now != (str(expected_current) if expected_current else None):
+            raise PromotionConflict(
+                f"not promoting v{version}: the gate compared it with champion "
+                f"{'v' + str(expected_current) if expected_current else '(none)'}, but champion is now v{now}; "
+                "re-run the challenger to gate it against the current champion")
+        if now != str(version):
+            set_alias(CHAMPION, version)
+        set_version_tags(version, {"promoted_at": _now(), "previous_champion": now or "none", **tags})
+        return now or "none"
+
+
+def rollback(to: str | None = None, *, by: str, reason: str) -> dict[str, str]:
+    """Move ``champion`` back to the version it replaced (its ``previous_champion`` tag) or to
+    version ``to``; records who and why on both versions. Refuses versions the gate blocked,
+    versions that do not exist and a no-op."""
+    client = MlflowClient()
+    with _alias_lock():
+        current = alias_version(CHAMPION)
+        if current is None:
+            raise RollbackError("there is no champion to roll back")
+        cur = str(current.version)
+        target = str(to) if to else current.tags.get("previous_champion", "none")
+        if target in ("", "none"):
+            raise RollbackError(f"champion v{cur} replaced no earlier version; name one with --to VERSION")
+        try:
+            mv = client.get_model_version(MODEL_NAME, target)
+        except mlflow.exceptions.MlflowException:
+            raise RollbackError(f"version {target} of {MODEL_NAME!r} does not exist") from None
+        if target == cur:
+            raise RollbackError(f"v{target} is already the champion")
+        if mv.status != "READY":
+            raise RollbackError(f"v{target} is not READY ({mv.status})")
+        if mv.tags.get("gate") == "blocked":
+            raise RollbackError(f"v{target} was blocked by the gate ({mv.tags.get('gate_decision', '')}); "
+                                "refusing to make it champion")
+        when = _now()
+        set_alias(CHAMPION, target)
+        set_version_tags(target, {"rolled_back_at": when, "rolled_back_by": by, "rollback_reason": reason,
+                                  "rolled_back_from": cur, "previous_champion": cur})
+        set_version_tags(cur, {"demoted_at": when, "demoted_by": by, "demotion_reason": reason})
+        return {"from": cur, "to": target, "at": when, "by": by, "reason": reason, "week": mv.tags.get("week", "")}
 
 
 def set_version_tags(version: str, tags: dict[str, Any]) -> None:

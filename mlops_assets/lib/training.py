@@ -23,15 +23,17 @@ class TrainingSetError(ValueError):
 
 
 def make_training_set(examples: pd.DataFrame, *, holdout_days: int = HOLDOUT_DAYS,
-                      valid_days: int = VALID_DAYS, shuffle_labels_seed: int | None = None) -> pd.DataFrame:
+                      valid_days: int = VALID_DAYS, shuffle_labels_seed: int | None = None,
+                      break_features: tuple[str, ...] = (), break_seed: int = 11) -> pd.DataFrame:
     """Labelled examples with a ``split`` column, split by time (never at random):
 
     * ``holdout``: the last ``holdout_days`` days (out-of-time; the gate scores here),
     * ``valid``: the ``valid_days`` before it (trials are compared here),
     * ``train``: everything earlier.
 
-    ``shuffle_labels_seed`` sabotages the train and valid labels (never the holdout's): a drill
-    that proves the gate stops a bad model.
+    ``shuffle_labels_seed`` sabotages the train and valid labels (never the holdout's), and
+    ``break_features`` the named feature columns (shuffled across the train and valid rows, as a
+    broken feature pipeline would): drills that prove the gate stops a bad model.
     """
     df = examples[examples[LABEL].notna()].copy()
     days = sorted(df["date"].unique())
@@ -49,6 +51,14 @@ def make_training_set(examples: pd.DataFrame, *, holdout_days: int = HOLDOUT_DAY
         mask = df["split"] != "holdout"
         rng = np.random.default_rng(shuffle_labels_seed)
         df.loc[mask, LABEL] = rng.permutation(df.loc[mask, LABEL].to_numpy())
+    if break_features:
+        unknown = sorted(set(break_features) - set(df.columns))
+        if unknown:
+            raise TrainingSetError(f"break_features: unknown column(s) {unknown}")
+        mask = (df["split"] != "holdout").to_numpy()
+        rng = np.random.default_rng(break_seed)
+        for col in break_features:
+            df.loc[mask, col] = rng.permutation(df.loc[mask, col].to_numpy())
     df[LABEL] = df[LABEL].astype("int64")
     return df.sort_values(["date", "flight_id"]).reset_index(drop=True)
 

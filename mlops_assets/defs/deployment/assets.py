@@ -34,14 +34,12 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
     if not decision.promote:
         raise dg.Failure(description=f"champion {context.partition_key}: not promoting v{challenger['version']}: "
                                      f"{decision.describe()}")
-    previous = registry.alias_version(registry.CHAMPION)
-    prev_version = str(previous.version) if previous is not None else "none"
-    if prev_version != challenger["version"]:
-        registry.set_alias(registry.CHAMPION, challenger["version"])
+    try:
+        prev_version = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
+                                        tags={"promoted_by_dagster_run": context.run_id})
+    except registry.PromotionConflict as exc:
+        raise dg.Failure(description=f"champion {context.partition_key}: {exc}") from None
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    registry.set_version_tags(challenger["version"], {
-        "promoted_at": now, "promoted_by_dagster_run": context.run_id, "previous_champion": prev_version,
-    })
     context.log.info(f"champion: v{prev_version} -> v{challenger['version']} ({decision.describe()})")
     context.add_output_metadata({
         "model_version": challenger["version"],

@@ -6,7 +6,7 @@ import json
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, md_table
+from mlops_assets.defs.common import OWNERS, md_table, tracking_guard
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import weekly_partitions
 from mlops_assets.defs.resources import LakeStorage, MlflowTracking
@@ -40,6 +40,7 @@ def gate_from(value: dict):
                                       f"{_s.gate_min_delta} (MLOPS_GATE_MIN_DELTA); passes with no champion"),
     ],
 )
+@tracking_guard
 def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage,
                training_set: dict, **candidates):
     """The week's best candidate, registered as a version of the MLflow model ``flight_delay`` with
@@ -89,6 +90,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "holdout_window": training_set["holdout_window"],
         "training_rows": len(ts),
         "labels_shuffled": training_set.get("labels_shuffled", False),
+        "features_broken": training_set.get("features_broken", "") or "none",
         "dagster_run_id": context.run_id,
         "dagster_job": context.job_name,
         "code_version": _s.code_version,

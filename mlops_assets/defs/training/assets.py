@@ -8,7 +8,7 @@ under ``k8s_job_executor``), and ``pick_best_<family>`` keeps the best trial on 
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, md_table, usage_metadata
+from mlops_assets.defs.common import OWNERS, md_table, tracking_guard, usage_metadata
 from mlops_assets.lib.usage import measure
 from mlops_assets.defs.k8s import cpu_step_tags, gpu_step_tags
 from mlops_assets.defs.partitions import training_window_days, weekly_partitions
@@ -22,6 +22,9 @@ _s = get_settings()
 class TrainingSetConfig(dg.Config):
     shuffle_labels: bool = False
     """Drill: shuffle the train/valid labels (never the holdout's) to prove the gate stops a bad model."""
+    shuffle_seed: int = 7
+    break_features: list[str] = []
+    """Drill: feature columns to scramble across the train/valid rows, as a broken feature pipeline would."""
 
 
 @dg.asset(
@@ -51,7 +54,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     present = [d for d in days if lk.has("training_examples", d)]
     with measure() as usage:
         examples = lk.read_many("training_examples", present)
-        ts = make_training_set(examples, shuffle_labels_seed=7 if config.shuffle_labels else None)
+        ts = make_training_set(examples, shuffle_labels_seed=config.shuffle_seed if config.shuffle_labels else None,
+                               break_features=tuple(config.break_features))
         path = lk.write("training_set", week, ts)
     counts = ts["split"].value_counts().to_dict()
     context.add_output_metadata({
@@ -63,12 +67,14 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
         "data_window": f"{present[0]}..{present[-1]}",
         "days": len(present),
         "labels_shuffled": config.shuffle_labels,
+        "features_broken": ", ".join(config.break_features) or "none",
         "lake_path": dg.MetadataValue.path(path),
         **usage_metadata(usage),
     })
     return {
         "week": week, "path": path, "days": present, "data_window": f"{present[0]}..{present[-1]}",
         "rows": len(ts), "labels_shuffled": config.shuffle_labels,
+        "features_broken": ",".join(config.break_features),
         "holdout_window": f"{holdout_days[0]}..{holdout_days[-1]}",
     }
 
@@ -90,6 +96,7 @@ def _sweep_asset(family: str):
         pool="gpu" if gpu else None,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
+    @tracking_guard
     def train(context: dg.OpExecutionContext, mlflow: MlflowTracking, lake: LakeStorage, trial: dict) -> dict:
         import os
 
