@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _CONFIGURED: dict[str, str] = {}
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]+)$")
 _VERSION_URI = re.compile(rf"^models:/{MODEL_NAME}/(\d+|@{CHAMPION}|@{CHALLENGER})$")
 
 
@@ -248,8 +249,11 @@ def register(model_uri: str, tags: dict[str, Any], alias: str | None = None) -> 
         with contextlib.suppress(mlflow.exceptions.MlflowException):
             client.create_registered_model(
                 MODEL_NAME, description="Probability that a NYC departure arrives more than 15 minutes late.")
+    # MLflow 3 logs models as `models:/m-<id>`; a tracking *server* needs that id passed along
+    # (the SQLite store resolves it itself) — found by the remote-server outage test.
     mv = client.create_model_version(MODEL_NAME, model_uri, run_id=tags.get("mlflow_run_id"),
-                                     tags={k: str(v) for k, v in tags.items()})
+                                     tags={k: str(v) for k, v in tags.items()},
+                                     model_id=m.group(1) if (m := _LOGGED_MODEL_URI.match(model_uri)) else None)
     for _ in range(60):  # wait until READY (instant on SQLite, async on some servers)
         if client.get_model_version(MODEL_NAME, mv.version).status == "READY":
             break
