@@ -237,14 +237,31 @@ python_logs:
 """
 
 
-def ensure_dagster_home(settings: Settings | None = None) -> Path:
-    """Create ``$DAGSTER_HOME`` with a ``dagster.yaml`` if missing; returns the folder."""
+def ensure_dagster_home(settings: Settings | None = None, *, init_storage: bool = True) -> Path:
+    """Create ``$DAGSTER_HOME`` with a ``dagster.yaml`` if missing, and (``init_storage``) its
+    SQLite storages, once, under a lock; returns the folder.
+
+    Processes that start on a fresh home at the same moment (four ``dagster job execute`` at
+    once) otherwise race on creating the storages and can stamp a schema twice ("more than one
+    head"), found by tests/reliability/test_concurrency.py."""
+    import fcntl
+
     settings = settings or get_settings()
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
-        tmp = cfg.with_suffix(".yaml.tmp")
+        tmp = cfg.with_suffix(f".yaml.{os.getpid()}.tmp")
         tmp.write_text(DAGSTER_YAML)
         os.replace(tmp, cfg)
+    ready = home / ".storage-ready"
+    if init_storage and not ready.exists():
+        with open(home / ".storage.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            if not ready.exists():
+                import dagster as dg
+
+                with dg.DagsterInstance.from_config(str(home)) as instance:
+                    instance.get_runs(limit=1)  # creates the run, event-log and schedule storages
+                ready.write_text("")
     return home

@@ -23,7 +23,7 @@ def home(tmp_path, monkeypatch):
     # mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI: keep it from leaking between tests.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
-    ensure_dagster_home()
+    ensure_dagster_home(init_storage=False)  # tests that need the instance's storages create them
     yield h
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_settings.cache_clear()
