@@ -26,6 +26,7 @@ Variables (all optional):
                             LOG_LOSS_TOLERANCE 0.3, PSI 0.25, DRIFT_SHARE 0.5)
 ``MLOPS_ALERT_WEBHOOK_URL`` where failed-run alerts are POSTed (unset: logged only)
 ``MLOPS_UI_URL``            the UI's address, for links in alerts (default http://127.0.0.1:3000)
+``MLOPS_SERVING_MAX_ROWS``  rows allowed per online scoring request (default 10000; more: HTTP 400)
 k8s profile: ``MLOPS_K8S_NAMESPACE`` (mlops), ``MLOPS_IMAGE``, ``MLOPS_GPU_IMAGE``,
 ``MLOPS_GPU_NODE_SELECTOR`` (k=v,...), ``MLOPS_K8S_SERVICE_ACCOUNT`` (mlops-assets),
 ``MLOPS_K8S_ENV_SECRETS`` (mlops-credentials), ``MLOPS_IO_URI`` (default ``$MLOPS_LAKE_URI/_dagster_io``)

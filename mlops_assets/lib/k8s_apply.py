@@ -78,10 +78,24 @@ def rollout_done(dep) -> tuple[bool, str | None]:
     return done, None
 
 
+def refuse_foreign_models(deployment: dict) -> None:
+    """Every model a serving Deployment would load must come from our own registry (loading a
+    model runs its code): the annotation and every container's ``-m`` argument."""
+    from mlops_assets.lib.registry import check_model_uri
+
+    uris = [deployment["metadata"].get("annotations", {}).get("mlops/model-uri", "")]
+    for c in deployment["spec"]["template"]["spec"]["containers"]:
+        args = list(c.get("command", [])) + list(c.get("args", []))
+        uris += [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-m", "--model-uri")]
+    for uri in uris:
+        check_model_uri(uri)
+
+
 def apply_serving(apps, core, docs: list[dict], *, timeout_s: float = 300, poll_s: float = 2.0) -> ApplyResult:
     """Create or patch the serving objects and wait for the Deployment's rollout."""
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     version = deployment["metadata"]["labels"]["mlops/model-version"]
+    refuse_foreign_models(deployment)
     for svc in (d for d in docs if d["kind"] == "Service"):
         apply_service(core, svc)
     name, ns = deployment["metadata"]["name"], deployment["metadata"]["namespace"]

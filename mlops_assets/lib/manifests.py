@@ -17,7 +17,7 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def serving_manifests(version: str | int, *, image: str, namespace: str = "mlops",
                       name: str = "flight-delay-serving", replicas: int = 2,
-                      tracking_uri_secret: str = "mlflow-tracking", max_request_mb: int = 8) -> list[dict]:
+                      tracking_uri_secret: str = "mlflow-tracking", max_rows: int = 10_000) -> list[dict]:
     version = str(version)
     if not version.isdigit():
         raise ValueError(f"model version must be a number, got {version!r}")
@@ -52,7 +52,8 @@ def serving_manifests(version: str | int, *, image: str, namespace: str = "mlops
                             {"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": {
                                 "name": tracking_uri_secret, "key": "MLFLOW_TRACKING_URI"}}},
                             {"name": "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "value": "10"},
-                            {"name": "MLOPS_MAX_REQUEST_MB", "value": str(max_request_mb)},
+                            # enforced by the model itself: more rows in one request -> HTTP 400
+                            {"name": "MLOPS_SERVING_MAX_ROWS", "value": str(max_rows)},
                         ],
                         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
                         "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"},

@@ -181,6 +181,11 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
+def serving_max_rows() -> int:
+    """Rows allowed in one online scoring request (``MLOPS_SERVING_MAX_ROWS``, default 10,000)."""
+    return int(os.environ.get("MLOPS_SERVING_MAX_ROWS") or 10_000)
+
+
 class FlightDelayModel(PythonModel):
     """Takes ``flight_features`` rows as they are; returns ``delay_probability`` per row."""
 
@@ -195,9 +200,16 @@ class FlightDelayModel(PythonModel):
     def predict(self, context, model_input, params=None):
         import numpy as np
 
-        from mlops_assets.lib.features import feature_matrix
+        from mlops_assets.lib.features import InputError, check_scoring_input, feature_matrix
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        # Behind `mlflow models serve` a request must match the contract exactly (no extra
+        # fields) and stay under the row limit; in batch, lake rows carry their id columns.
+        serving = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
+        try:
+            check_scoring_input(df, allow_extra_columns=not serving, max_rows=serving_max_rows() if serving else None)
+        except InputError as exc:
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"bad scoring input: {exc}") from None
         X = feature_matrix(df)
         n = self.CHUNK_ROWS
         p = np.concatenate([self.pipeline.predict_proba(X.iloc[i:i + n])[:, 1] for i in range(0, len(X), n)]
@@ -219,24 +231,30 @@ def pip_requirements(family: str) -> list[str]:
 
 
 def log_model(run_id: str, pipeline, family: str, example: pd.DataFrame, reference: dict) -> str:
-    """Log the pipeline as a pyfunc model (signature + input example) and the drift reference
-    into ``run_id``; returns the model URI to register."""
-    from mlflow.models import infer_signature
-
-    from mlops_assets.lib.features import feature_matrix
+    """Log the pipeline as a pyfunc model (its input contract in the MLmodel metadata), an input
+    example and the drift reference into ``run_id``; returns the model URI to register."""
+    from mlops_assets.lib.features import CATEGORICAL_CONTRACT, NUMERIC_CONTRACT, feature_matrix
 
     X = feature_matrix(example)
     wrapper = FlightDelayModel(pipeline)
-    signature = infer_signature(X, wrapper.predict(None, X))
+    wrapper.predict(None, X)  # the example scores
     import warnings
 
+    # No MLflow signature (nor an input example, from which MLflow would infer one): with a
+    # signature, MLflow's scoring server drops unexpected fields silently and lets through what
+    # the model then cannot use; the model checks its own, stricter contract (in the MLmodel's
+    # metadata) and answers 400 with the column and rows at fault.
+    contract = {"columns": list(X.columns),
+                "numeric": {c: {"min": lo, "max": hi, "missing_allowed": n} for c, (lo, hi, n) in NUMERIC_CONTRACT.items()},
+                "categorical": CATEGORICAL_CONTRACT, "max_rows_per_request": serving_max_rows()}
     with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*type hints.*")
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=wrapper, signature=signature, input_example=X,
-            pip_requirements=pip_requirements(family),
+            name="model", python_model=wrapper, pip_requirements=pip_requirements(family),
+            metadata={"input_contract": contract},
         )
         mlflow.log_dict(reference, "drift_reference.json")
+        mlflow.log_dict(X.to_dict(orient="split"), "input_example.json")
     return info.model_uri
 
 
@@ -385,7 +403,12 @@ def load_reference(version: str | int) -> dict:
 
 def input_example(version: str | int) -> pd.DataFrame:
     """The input example logged with a version (for smoke tests)."""
-    from mlflow.models import Model
+    mv = MlflowClient().get_model_version(MODEL_NAME, str(version))
+    try:
+        split = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/input_example.json")
+        return pd.DataFrame(split["data"], columns=split["columns"])
+    except (mlflow.exceptions.MlflowException, OSError):  # versions logged before the example moved out of the MLmodel
+        from mlflow.models import Model
 
-    local = mlflow.artifacts.download_artifacts(check_model_uri(version_uri(version)))
-    return Model.load(os.path.join(local, "MLmodel")).load_input_example(local)
+        local = mlflow.artifacts.download_artifacts(check_model_uri(version_uri(version)))
+        return Model.load(os.path.join(local, "MLmodel")).load_input_example(local)

@@ -61,3 +61,26 @@ def test_failed_first_rollout_says_there_is_nothing_to_roll_back_to():
     never = NeverReady()
     with pytest.raises(RolloutFailed, match="no previous version"):
         apply_serving(never, core, docs(3), timeout_s=0.2, poll_s=0.05)
+
+
+@pytest.mark.parametrize("uri", ["runs:/0123abcd/model", "s3://somebody-else/model", "models:/other_model/1",
+                                 "file:///tmp/model", "models:/flight_delay/1/../../x"])
+@pytest.mark.parametrize("where", ["annotation", "command"])
+def test_a_model_from_outside_our_registry_is_never_applied(uri, where):
+    d = docs(3)
+    dep = d[0]
+    if where == "annotation":
+        dep["metadata"]["annotations"]["mlops/model-uri"] = uri
+    else:
+        cmd = dep["spec"]["template"]["spec"]["containers"][0]["command"]
+        cmd[cmd.index("-m") + 1] = uri
+    apps, core = FakeApps(), FakeCore()
+    with pytest.raises(ValueError, match="only models:/flight_delay/<version> from our registry"):
+        apply_serving(apps, core, d, timeout_s=5, poll_s=0)
+    assert apps.calls == [] and core.calls == []  # nothing sent to the cluster
+
+
+def test_serving_manifests_take_only_a_version_number():
+    for bad in ["runs:/abc/model", "1; rm -rf /", "../2", ""]:
+        with pytest.raises(ValueError, match="model version must be a number"):
+            serving_manifests(bad, image="x")

@@ -80,3 +80,33 @@ def test_a_blizzard_day_with_most_flights_cancelled_is_real_data_not_missing_lab
     ex = features.build_examples(f, feeds["outcomes"], partition="2013-02-09")
     assert (ex["status"] == "cancelled").mean() > 0.5
     assert ex["label"].notna().sum() > 100
+
+
+def test_scoring_input_contract(day):
+    from mlops_assets.lib.features import FEATURE_COLUMNS, InputError, check_scoring_input
+
+    feeds, planes = day
+    feats = features.build_features(feeds["schedules"], feeds["weather"], planes)
+    check_scoring_input(feats)  # real rows pass, with their id columns
+    X = feats[FEATURE_COLUMNS].head(20).reset_index(drop=True)
+    check_scoring_input(X, allow_extra_columns=False, max_rows=20)
+    cases = [
+        (lambda d: d.assign(gate="B1"), {"allow_extra_columns": False}, "unexpected column(s) ['gate']"),
+        (lambda d: d.drop(columns=["distance"]), {}, "missing column(s) ['distance']"),
+        (lambda d: d, {"max_rows": 5}, "20 rows, more than the 5 allowed"),
+        (lambda d: d.head(0), {}, "no rows"),
+        (lambda d: d.assign(distance=d["distance"].astype(object).where(d.index != 3, "far")), {},
+         "column 'distance': values must be numbers, e.g. 'far' (rows [3])"),
+        (lambda d: d.assign(month=True), {}, "column 'month': values must be numbers"),
+        (lambda d: d.assign(carrier=d["carrier"].where(d.index != 2, None)), {}, "column 'carrier': values must be strings, not missing (rows [2])"),
+        (lambda d: d.assign(origin=d["origin"].where(d.index != 4, "XXX")), {}, "column 'origin': malformed code(s) ['XXX'] (rows [4])"),
+        (lambda d: d.assign(distance=d["distance"].where(d.index != 1)), {}, "column 'distance': required values are missing (rows [1])"),
+        (lambda d: d.assign(temp=d["temp"].where(d.index != 5, float("inf"))), {}, "column 'temp': values must be finite (rows [5])"),
+        (lambda d: d.assign(month=d["month"].where(d.index != 6, 13)), {}, "column 'month': values outside [1, 12], e.g. 13.0 (rows [6])"),
+    ]
+    for mutate, kw, message in cases:
+        with pytest.raises(InputError) as e:
+            check_scoring_input(mutate(X.copy()), **kw)
+        assert message in str(e.value), (message, str(e.value))
+    # missing weather is allowed (a sensor gap), it is imputed
+    check_scoring_input(X.assign(temp=float("nan")))
