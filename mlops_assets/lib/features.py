@@ -196,28 +196,37 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True, m
         wrong = {u for u in uniques if not re.match(pattern, u)}
         if wrong:
             problems.append(f"column {col!r}: malformed code(s) {sorted(wrong)[:5]} ({_rows(s.isin(wrong).to_numpy())})")
-    for col, (lo, hi, nullable) in NUMERIC_CONTRACT.items():
+    numeric = []
+    for col in NUMERIC_CONTRACT:
         s = df[col]
         if pd.api.types.is_bool_dtype(s) or not (pd.api.types.is_numeric_dtype(s) or s.dtype == object):
             problems.append(f"column {col!r}: values must be numbers, got {s.dtype}")
-            continue
-        if s.dtype == object:
+        elif s.dtype == object:
             is_num = s.map(lambda v: v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)))
-            if not is_num.all():
+            if is_num.all():
+                numeric.append(col)
+            else:
                 problems.append(f"column {col!r}: values must be numbers, e.g. {s[~is_num].iloc[0]!r} "
                                 f"({_rows(~is_num.to_numpy(bool))})")
-                continue
-        v = pd.to_numeric(s, errors="coerce").to_numpy("float64")
-        nan = np.isnan(v)
-        if nan.any() and not nullable:
-            problems.append(f"column {col!r}: required values are missing ({_rows(nan)})")
-        inf = np.isinf(v)
-        if inf.any():
-            problems.append(f"column {col!r}: values must be finite ({_rows(inf)})")
+        else:
+            numeric.append(col)
+    if numeric:  # one 2-D pass over all numeric columns (a request of one row costs ~0.3 ms)
+        V = df[numeric].apply(pd.to_numeric, errors="coerce").to_numpy("float64") if any(
+            df[c].dtype == object for c in numeric) else df[numeric].to_numpy("float64")
+        lo, hi, nullable = (np.array([NUMERIC_CONTRACT[c][i] for c in numeric]) for i in range(3))
+        nan, inf = np.isnan(V), np.isinf(V)
         with np.errstate(invalid="ignore"):
-            out = ~nan & ~inf & ((v < lo) | (v > hi))
-        if out.any():
-            problems.append(f"column {col!r}: values outside [{lo}, {hi}], e.g. {v[out][0]} ({_rows(out)})")
+            out = ~nan & ~inf & ((V < lo) | (V > hi))
+        missing = nan & ~nullable.astype(bool)
+        if missing.any() or inf.any() or out.any():
+            for j, col in enumerate(numeric):
+                if missing[:, j].any():
+                    problems.append(f"column {col!r}: required values are missing ({_rows(missing[:, j])})")
+                if inf[:, j].any():
+                    problems.append(f"column {col!r}: values must be finite ({_rows(inf[:, j])})")
+                if out[:, j].any():
+                    problems.append(f"column {col!r}: values outside [{lo[j]:g}, {hi[j]:g}], "
+                                    f"e.g. {V[out[:, j], j][0]} ({_rows(out[:, j])})")
     if problems:
         raise InputError("; ".join(problems))
 
