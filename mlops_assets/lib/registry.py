@@ -193,9 +193,10 @@ class FlightDelayModel(PythonModel):
         self.pipeline = pipeline
 
     # Rows scored per call of the pipeline: bounds the memory of its intermediate matrices (a
-    # sparse one-hot block and its stacked copy for 1M rows is over 1 GB) and keeps them in cache;
-    # 1M rows through the logistic regression: 1.9 s in one call, 1.3 s in chunks (bench B5).
-    CHUNK_ROWS = 32_768
+    # sparse one-hot block and its stacked copy for 1M rows is over 1 GB). 1M rows through the
+    # logistic regression: 0.7 s in one call once the allocator is warm, but 3.3-3.6 s on a cold
+    # one; 0.71-0.78 s in 64k-row chunks either way (32k: 1.0-1.1 s, more calls) (bench B5).
+    CHUNK_ROWS = 65_536
 
     def predict(self, context, model_input, params=None):
         import numpy as np
