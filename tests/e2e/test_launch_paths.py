@@ -77,7 +77,9 @@ def test_gpu_step_config_survives_every_launch_path(tmp_path):
         assert r["__typename"] == "LaunchRunSuccess", r
         # Sensor under the daemon
         assert dev.start_sensor("model_health_sensor") == "RUNNING"
-        runs = wait_for(lambda: (lambda rs: rs if set(PATHS.values()) <= set(rs) else None)(_training_runs(home)),
+        # a backfill's run is created NOT_STARTED and then submitted: wait until every run is queued
+        runs = wait_for(lambda: (lambda rs: rs if set(PATHS.values()) <= set(rs) and all(
+            r.status == dg.DagsterRunStatus.QUEUED for r in rs.values()) else None)(_training_runs(home)),
                         180, what="a queued training run from every path")
 
     assert runs[PATHS["sensor"]].tags["mlops/trigger"] == "model_health_sensor"
