@@ -15,6 +15,12 @@ def materialized(home, asset):
         return set(inst.get_materialized_partitions(dg.AssetKey(asset)))
 
 
+def _finished(home) -> bool:
+    with instance(home) as inst:
+        runs = inst.get_runs(dg.RunsFilter(job_name="ingestion_job"))
+    return len(runs) == 2 and all(r.is_finished for r in runs)
+
+
 def test_range_backfill_in_one_run_and_job_backfill_one_run_per_partition(tmp_path):
     from mlops_assets.settings import DAGSTER_YAML
 
@@ -48,9 +54,13 @@ def test_range_backfill_in_one_run_and_job_backfill_one_run_per_partition(tmp_pa
         wait_for(lambda: all(materialized(home, a) >= {"2013-01-04", "2013-01-05"}
                              for a in ("raw_flights", "raw_weather", "flight_outcomes")), 240,
                  what="the backfill's runs")
+        # the files land before their runs finish: stop the daemon only once both runs are done
+        wait_for(lambda: _finished(home), 120, what="both backfill runs to finish")
     with instance(home) as inst:
         runs = inst.get_runs(dg.RunsFilter(job_name="ingestion_job"))
-        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS} and len(runs) == 2
+        failures = [e.message for r in runs for e in inst.all_logs(r.run_id)
+                    if e.dagster_event and e.dagster_event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")]
+        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS} and len(runs) == 2, failures
         assert len({r.tags["dagster/backfill"] for r in runs}) == 1
     assert (home / "lake" / "raw_weather" / "2013-01-05.parquet").exists()
     assert "2013-01-04" not in materialized(home, "flight_features")  # ingestion_job is ingestion only
