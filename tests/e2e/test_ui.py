@@ -107,6 +107,14 @@ def test_ui_shows_the_graph_partitions_checks_and_materialises_a_partition(world
         page.screenshot(path=str(ARTIFACTS / "5-challenger-checks.png"))
         browser.close()
 
+        def ui_runs_finished():  # a partition shows as materialised before its run has ended
+            with instance(world) as inst:
+                runs = [r for r in inst.get_runs() if r.tags.get("dagster/partition") == "2013-01-21"
+                        or r.tags.get("dagster/backfill")]
+            return len(runs) >= 2 and all(r.is_finished for r in runs)
+
+        wait_for(ui_runs_finished, 120, what="the UI's runs to finish")
+
     with instance(world) as inst:
         single = [r for r in inst.get_runs() if r.tags.get("dagster/partition") == "2013-01-21"]
         backfill = [r for r in inst.get_runs() if r.tags.get("dagster/backfill")]
