@@ -3,9 +3,16 @@ MLflow registry (no Dagster run needed to have a champion to protect)."""
 
 import contextlib
 import os
+import socket
 import uuid
 
 import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ and registers exactly one version."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,11 @@ from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training import assets as training
 from mlops_assets.settings import get_settings
-from tests.reliability.helpers import ingest, module_home
+from tests.reliability.helpers import free_port, ingest, module_home
 
 BIN = Path(sys.executable).parent
 WEEK = "2013-01-14"
 CYCLE = [training.training_set, *training.candidate_models, evaluation.challenger, deployment.champion]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -71,7 +64,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     # MLflow's own HTTP retries off: the steps' RetryPolicy is what this test watches.
     with module_home(tmp_path_factory, "outage", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5") as h:

@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,9 @@ import psutil
 import pytest
 
 from mlops_assets.lib.features import FEATURE_COLUMNS
-from tests.reliability.helpers import ingest, module_home, register_model
+from tests.reliability.helpers import free_port, ingest, module_home, register_model
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +31,10 @@ def server(tmp_path_factory):
 
         s = get_settings()
         rows = Lake(s.lake_uri).read("flight_features", "2013-01-09")[FEATURE_COLUMNS]
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         log = open(h / "serve.log", "w")
-        proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/flight_delay@champion",
+        proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion",
                                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
