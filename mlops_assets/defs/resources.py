@@ -47,12 +47,6 @@ class MlflowTracking(dg.ConfigurableResource):
         with registry.tracking_errors():
             return registry.configure(self.tracking_uri, self.artifact_root, self.experiment)
 
-    def guard(self):
-        """A block in which an unreachable tracking server is one clear error."""
-        from mlops_assets.lib import registry
-
-        return registry.tracking_errors()
-
     def parent_run(self, context) -> str:
         from mlops_assets.lib import registry
 

@@ -317,9 +317,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def promote(version: str, *, expected_current: str | None, tags: dict[str, Any]) -> str:
+def promote(version: str, *, expected_current: str | None, tags: dict[str, Any]) -> tuple[str, str]:
     """Move ``champion`` to ``version`` if it still points where the gate looked
-    (``expected_current``, None for "no champion"); returns the previous version or "none".
+    (``expected_current``, None for "no champion"); returns (the previous version or "none", when).
     Raises :class:`PromotionConflict` if another promotion or a rollback moved it meanwhile: the
     gate's comparison is then stale and the challenger must be gated again."""
     with _alias_lock():
@@ -332,8 +332,9 @@ def promote(version: str, *, expected_current: str | None, tags: dict[str, Any])
                 "re-run the challenger to gate it against the current champion")
         if now != str(version):
             set_alias(CHAMPION, version)
-        set_version_tags(version, {"promoted_at": _now(), "previous_champion": now or "none", **tags})
-        return now or "none"
+        when = _now()
+        set_version_tags(version, {"promoted_at": when, "previous_champion": now or "none", **tags})
+        return now or "none", when
 
 
 def rollback(to: str | None = None, *, by: str, reason: str) -> dict[str, str]:

@@ -16,8 +16,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def module_home(tmp_path_factory, name: str, **env):
-    """Like the ``home`` fixture, for a whole module: MLOPS_HOME, DAGSTER_HOME and ``env``."""
+def module_home(tmp_path_factory, name: str, days: tuple[str, str] | None = None, **env):
+    """Like the ``home`` fixture, for a whole module: MLOPS_HOME, DAGSTER_HOME and ``env``; with
+    ``days`` (first, last), those days replayed and ingested into its lake."""
     from mlops_assets.settings import ensure_dagster_home, get_settings
 
     h = tmp_path_factory.mktemp(name) / "mlops"
@@ -30,6 +31,8 @@ def module_home(tmp_path_factory, name: str, **env):
     get_settings.cache_clear()
     ensure_dagster_home()
     try:
+        if days:
+            ingest(*days)
         yield h
     finally:
         mp.undo()

@@ -18,7 +18,7 @@ from mlops_assets.defs.features import assets as features
 from mlops_assets.defs.ingestion import assets as ingestion
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.settings import get_settings
-from tests.reliability.helpers import ingest, module_home, register_model
+from tests.reliability.helpers import module_home, register_model
 
 DAY = "2013-01-05"  # ingested once before: the lake holds a good version
 FRESH = "2013-01-10"  # landed but never ingested: the lake holds none
@@ -36,8 +36,7 @@ SELECTION = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outc
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    with module_home(tmp_path_factory, "badinputs") as h:
-        ingest("2013-01-01", "2013-01-09")
+    with module_home(tmp_path_factory, "badinputs", days=("2013-01-01", "2013-01-09")) as h:
         version = register_model([f"2013-01-0{d}" for d in range(1, 10)], alias="champion")
         s = get_settings()
         r = dg.materialize([deployment.flight_delay_predictions], resources=build_resources(s), partition_key=DAY)

@@ -3,7 +3,6 @@ store): no "database is locked", exactly one MLflow parent run per Dagster run, 
 promotions that race are refused, never applied on a stale gate."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.reliability.helpers import ingest, module_home
+from tests.e2e.harness import service_env
+from tests.reliability.helpers import module_home
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,15 +20,13 @@ WEEKS = ["2013-01-14", "2013-01-21", "2013-01-28", "2013-02-04"]
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    with module_home(tmp_path_factory, "concurrency") as h:
-        ingest("2013-01-01", "2013-02-10")
+    with module_home(tmp_path_factory, "concurrency", days=("2013-01-01", "2013-02-10")) as h:
         yield h
 
 
 def test_four_training_runs_at_once(world):
     home = world
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "PYTHONWARNINGS": "ignore"})
+    env = service_env(home)
     procs = [subprocess.Popen([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions",
                                "-j", "training_job", "--tags", json.dumps({"dagster/partition": w})],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.reliability.helpers import ingest, module_home
+from tests.reliability.helpers import module_home
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -87,8 +87,7 @@ def test_sigkill_mid_write_leaves_old_or_new_never_partial(tmp_path):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    with module_home(tmp_path_factory, "kill") as h:
-        ingest("2013-01-01", "2013-01-09")
+    with module_home(tmp_path_factory, "kill", days=("2013-01-01", "2013-01-09")) as h:
         yield h
 
 

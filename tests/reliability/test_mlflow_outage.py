@@ -20,7 +20,7 @@ from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training import assets as training
 from mlops_assets.settings import get_settings
-from tests.reliability.helpers import free_port, ingest, module_home
+from tests.reliability.helpers import free_port, module_home
 
 BIN = Path(sys.executable).parent
 WEEK = "2013-01-14"
@@ -66,9 +66,9 @@ class Server:
 def world(tmp_path_factory):
     port = free_port()
     # MLflow's own HTTP retries off: the steps' RetryPolicy is what this test watches.
-    with module_home(tmp_path_factory, "outage", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
+    with module_home(tmp_path_factory, "outage", days=("2013-01-01", "2013-01-20"),
+                     MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}",
                      MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5") as h:
-        ingest("2013-01-01", "2013-01-20")
         server = Server(h / "mlflow-server", port)
         server.start()
         try:

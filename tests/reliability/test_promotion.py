@@ -1,7 +1,6 @@
 """Promotion safety: sabotaged candidates never become champion, over repeated runs; a stale gate
 never promotes; `mlops-rollback` moves champion back in one command, with who/why recorded."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training import assets as training
 from mlops_assets.settings import get_settings
-from tests.reliability.helpers import ingest, module_home, register_model
+from tests.e2e.harness import service_env
+from tests.reliability.helpers import module_home, register_model
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +27,7 @@ BROKEN = ["sched_dep_hour", "sched_arr_hour", "sched_duration_min", "origin_hour
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    with module_home(tmp_path_factory, "promotion") as h:
-        ingest("2013-01-01", "2013-01-20")
+    with module_home(tmp_path_factory, "promotion", days=("2013-01-01", "2013-01-20")) as h:
         r = dg.materialize(CYCLE, resources=build_resources(get_settings()), partition_key=WEEK)
         assert r.success
         yield h
@@ -92,9 +91,7 @@ def test_a_stale_gate_never_promotes(world):
 
 
 def _rollback(home, *args):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "PYTHONWARNINGS": "ignore"})
-    return subprocess.run([str(BIN / "mlops-rollback"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([str(BIN / "mlops-rollback"), *args], env=service_env(home), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 

@@ -16,15 +16,14 @@ import psutil
 import pytest
 
 from mlops_assets.lib.features import FEATURE_COLUMNS
-from tests.reliability.helpers import free_port, ingest, module_home, register_model
+from tests.reliability.helpers import free_port, module_home, register_model
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with module_home(tmp_path_factory, "serving") as h:
-        ingest("2013-01-01", "2013-01-09")
+    with module_home(tmp_path_factory, "serving", days=("2013-01-01", "2013-01-09")) as h:
         version = register_model([f"2013-01-0{d}" for d in range(1, 10)], alias="champion")
         from mlops_assets.lib.storage import Lake
         from mlops_assets.settings import get_settings

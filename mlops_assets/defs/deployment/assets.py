@@ -35,11 +35,10 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
         raise dg.Failure(description=f"champion {context.partition_key}: not promoting v{challenger['version']}: "
                                      f"{decision.describe()}")
     try:
-        prev_version = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
-                                        tags={"promoted_by_dagster_run": context.run_id})
+        prev_version, now = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
+                                             tags={"promoted_by_dagster_run": context.run_id})
     except registry.PromotionConflict as exc:
         raise dg.Failure(description=f"champion {context.partition_key}: {exc}") from None
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     context.log.info(f"champion: v{prev_version} -> v{challenger['version']} ({decision.describe()})")
     context.add_output_metadata({
         "model_version": challenger["version"],
