@@ -12,6 +12,8 @@ missing label, counted in metadata, and left out of training and of live-perform
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -161,15 +163,37 @@ NUMERIC_CONTRACT: dict[str, tuple[float, float, bool]] = {
 CATEGORICAL_CONTRACT = {"carrier": r"^[A-Z0-9]{2}$", "origin": r"^(EWR|JFK|LGA)$", "dest": r"^[A-Z]{3}$"}
 
 
+class ScoringInput(NamedTuple):
+    """Rows that passed the input contract, as the arrays the check built."""
+
+    cats: list[np.ndarray]  # one object array (all str) per CATEGORICAL_FEATURES column
+    nums: np.ndarray  # float64, rows x NUMERIC_FEATURES
+
+    def cat_matrix(self) -> np.ndarray:
+        return np.column_stack(self.cats) if len(self.cats[0]) else np.empty((0, len(self.cats)), object)
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as ``feature_matrix`` would give them (str codes, float64 numbers), without
+        copying the numbers again."""
+        X = pd.DataFrame(self.nums, columns=NUMERIC_FEATURES, copy=False)
+        for i, col in enumerate(CATEGORICAL_FEATURES):
+            X.insert(i, col, self.cats[i])
+        return X
+
+
 def _rows(mask: np.ndarray) -> str:
     idx = np.flatnonzero(mask)
     return f"rows {idx[:10].tolist()}{' ...' if len(idx) > 10 else ''}"
 
 
-def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True, max_rows: int | None = None) -> None:
+def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True,
+                        max_rows: int | None = None) -> ScoringInput:
     """Raise :class:`InputError` naming the columns and rows that break the input contract:
     missing (or, when not allowed, unexpected) columns, too many rows, values of the wrong type,
-    missing where required, not finite, or out of range. Vectorised: 1M rows in ~0.1 s."""
+    missing where required, not finite, or out of range. Vectorised: 1M rows in ~0.1 s.
+
+    Returns the checked rows as the arrays the check has built anyway: the categorical features
+    (object) and the numeric ones (float64), each in feature order."""
     import re
 
     cols = [str(c) for c in df.columns]
@@ -186,22 +210,29 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True, m
         problems.append(f"{len(df)} rows, more than the {max_rows} allowed per request")
     if problems:
         raise InputError("; ".join(problems))
-    for col, pattern in CATEGORICAL_CONTRACT.items():
-        s = df[col]
+    cats = [df[col].to_numpy(object) for col in CATEGORICAL_FEATURES]  # (no copy for object columns)
+    for j, (col, pattern) in enumerate(CATEGORICAL_CONTRACT.items()):
+        s = cats[j]
         uniques = pd.unique(s)  # check each distinct value once (a None or NaN is one too)
         if not all(isinstance(u, str) for u in uniques):
-            bad = ~s.map(lambda v: isinstance(v, str)).to_numpy(bool)
+            bad = np.array([not isinstance(v, str) for v in s], dtype=bool)
             problems.append(f"column {col!r}: values must be strings, not missing ({_rows(bad)})")
             continue
         wrong = {u for u in uniques if not re.match(pattern, u)}
         if wrong:
-            problems.append(f"column {col!r}: malformed code(s) {sorted(wrong)[:5]} ({_rows(s.isin(wrong).to_numpy())})")
+            problems.append(f"column {col!r}: malformed code(s) {sorted(wrong)[:5]} "
+                            f"({_rows(pd.Series(s).isin(wrong).to_numpy())})")
     numeric = []
+    dtypes = dict(zip(cols, df.dtypes))  # one lookup per column (df[col] costs ~10 us each)
     for col in NUMERIC_CONTRACT:
-        s = df[col]
-        if pd.api.types.is_bool_dtype(s) or not (pd.api.types.is_numeric_dtype(s) or s.dtype == object):
-            problems.append(f"column {col!r}: values must be numbers, got {s.dtype}")
-        elif s.dtype == object:
+        dt = dtypes[col]
+        if isinstance(dt, np.dtype) and dt.kind in "iuf":  # (the common case, decided cheaply)
+            numeric.append(col)
+        elif pd.api.types.is_bool_dtype(dt) or pd.api.types.is_complex_dtype(dt) or not (
+                pd.api.types.is_numeric_dtype(dt) or dt == object):
+            problems.append(f"column {col!r}: values must be numbers, got {dt}")
+        elif dt == object:
+            s = df[col]
             is_num = s.map(lambda v: v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)))
             if is_num.all():
                 numeric.append(col)
@@ -210,15 +241,29 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True, m
                                 f"({_rows(~is_num.to_numpy(bool))})")
         else:
             numeric.append(col)
-    if numeric:  # one 2-D pass over all numeric columns (a request of one row costs ~0.3 ms)
-        V = df[numeric].apply(pd.to_numeric, errors="coerce").to_numpy("float64") if any(
-            df[c].dtype == object for c in numeric) else df[numeric].to_numpy("float64")
+    if numeric:  # one 2-D pass over all numeric columns
+        if len(df) <= 64 and all(isinstance(dtypes[c], np.dtype) for c in numeric):
+            # a request: through one object array (10 us) rather than pandas' column take (90 us);
+            # every value is a number or None here (checked above), None becomes NaN
+            V = df.to_numpy()[:, [cols.index(c) for c in numeric]].astype("float64")
+        elif any(dtypes[c] == object for c in numeric):
+            V = df[numeric].apply(pd.to_numeric, errors="coerce").to_numpy("float64")
+        else:
+            V = df[numeric].to_numpy("float64")
         lo, hi, nullable = (np.array([NUMERIC_CONTRACT[c][i] for c in numeric]) for i in range(3))
-        nan, inf = np.isnan(V), np.isinf(V)
+        nullable = nullable.astype(bool)
+        # As few passes over the matrix as the good case needs (1M rows: 21M values per pass):
+        # in range (NaN and infinity are not), else missing where allowed. Details only if not.
         with np.errstate(invalid="ignore"):
-            out = ~nan & ~inf & ((V < lo) | (V > hi))
-        missing = nan & ~nullable.astype(bool)
-        if missing.any() or inf.any() or out.any():
+            ok = (V >= lo) & (V <= hi)
+        if not ok.all():
+            nan = np.isnan(V)
+            ok |= nan & nullable
+        if not ok.all():
+            inf = np.isinf(V)
+            with np.errstate(invalid="ignore"):
+                out = ~nan & ~inf & ((V < lo) | (V > hi))
+            missing = nan & ~nullable
             for j, col in enumerate(numeric):
                 if missing[:, j].any():
                     problems.append(f"column {col!r}: required values are missing ({_rows(missing[:, j])})")
@@ -229,6 +274,7 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True, m
                                     f"e.g. {V[out[:, j], j][0]} ({_rows(out[:, j])})")
     if problems:
         raise InputError("; ".join(problems))
+    return ScoringInput(cats, V)
 
 
 def feature_matrix(df: pd.DataFrame) -> pd.DataFrame:
