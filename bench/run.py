@@ -191,9 +191,11 @@ def b5(smoke: bool) -> dict:
 
 
 def b6(smoke: bool) -> dict:
-    r = _b56(["b6", "--requests", "100" if smoke else "2000", "--concurrency", "8"])
-    row = _row("B6", f"online scoring, `mlflow models serve`, {r['requests']} one-row requests x 8 concurrent "
-               f"({r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, {r['errors']} errors): p99 vs in-process p99, ms",
+    r = _b56(["b6", "--requests", "100" if smoke else "2000", "--concurrency", "8", "--rounds", "1" if smoke else "3"])
+    row = _row("B6", f"online scoring, `mlflow models serve` (2 workers), {r['requests']} one-row requests x 8 "
+               f"concurrent kept-alive connections, median of {r['rounds']} rounds after 200 warm-up requests "
+               f"(p99 per round {r['p99_ms_per_round']} ms; {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, "
+               f"{r['errors']} errors): p99 vs in-process p99, ms",
                r["p99_ms"], r["inprocess_p99_ms"], "p99 <= 50 ms", lambda x: True)
     row["ok"] = r["p99_ms"] <= 50 and r["errors"] == 0
     return row
