@@ -123,6 +123,10 @@ def test_an_unknown_layout_falls_back_to_the_pipeline(fitted, rows):
                       ("model", LogisticRegression(max_iter=200))]).fit(X, y)
     assert array_scorer(other) is None  # blocks over other columns than the feature groups
     assert array_scorer(LogisticRegression()) is None
+    # a pipeline whose ColumnTransformer hands the estimator a DataFrame (set_output): not ours
+    named = make_pipeline("hist_gradient_boosting", {k: v[0] for k, v in GRIDS["hist_gradient_boosting"].items()})
+    named = named.set_output(transform="pandas").fit(X, y)
+    assert hasattr(named[-1], "feature_names_in_") and array_scorer(named) is None
     model = FlightDelayModel(other)
     got = model.predict(None, rows)["delay_probability"].to_numpy()
     assert model._array_scorer is None

@@ -113,7 +113,8 @@ def array_scorer(pipeline) -> ArrayScorer | None:
     if not steps or len(steps) != 2 or not isinstance(steps[0][1], ColumnTransformer):
         return None
     ct, est = steps[0][1], steps[1][1]
-    if not hasattr(ct, "transformers_") or getattr(ct, "_sklearn_output_config", {}).get("transform") not in (None, "default"):
+    # fitted, and its estimator fitted on arrays (as the ColumnTransformer gives by default)
+    if not hasattr(ct, "transformers_") or hasattr(est, "feature_names_in_"):
         return None
     blocks = []
     for _name, tr, cols in ct.transformers_:
