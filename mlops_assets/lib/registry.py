@@ -181,6 +181,22 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     MlflowClient().set_terminated(run_id, status=status)
 
 
+def close_open_runs(experiment_id: str, dagster_run_id: str, reason: str, status: str = "FAILED") -> list[str]:
+    """End with ``status`` every MLflow run of ``dagster_run_id`` (its parent run and its trials)
+    that is still RUNNING, tagged with ``reason``; returns their ids. A run whose process was
+    killed never ends its own MLflow runs, and a failed one never ends its parent run: without
+    this they stay RUNNING in the MLflow UI for ever."""
+    from mlflow.entities import RunTag
+
+    client = MlflowClient()
+    found = client.search_runs([experiment_id], f"tags.dagster_run_id = '{dagster_run_id}' and attributes.status = 'RUNNING'",
+                               max_results=1000)
+    for run in found:
+        client.log_batch(run.info.run_id, tags=[RunTag("mlops_closed_reason", reason[:500])])
+        client.set_terminated(run.info.run_id, status=status)
+    return [r.info.run_id for r in found]
+
+
 def serving_max_rows() -> int:
     """Rows allowed in one online scoring request (``MLOPS_SERVING_MAX_ROWS``, default 10,000)."""
     return int(os.environ.get("MLOPS_SERVING_MAX_ROWS") or 10_000)

@@ -5,6 +5,10 @@
   decayed (``lib.health.assess``); the run's tags say why; at most one request per week.
 * ``run_failure_alert``: POSTs a JSON alert for every failed run to ``MLOPS_ALERT_WEBHOOK_URL``
   (logs it when no URL is set).
+* ``close_mlflow_runs_of_failed_runs`` / ``..._of_canceled_runs``: a training run that failed or
+  was canceled, including one whose process was killed (run monitoring then marks it failed),
+  leaves no MLflow run of its own RUNNING: they are ended (FAILED, or KILLED when canceled), with
+  the reason in the tag ``mlops_closed_reason``.
 """
 
 import json
@@ -111,6 +115,9 @@ def alert_payload(context: dg.RunFailureSensorContext, ui_url: str) -> dict:
 @dg.run_failure_sensor(
     name="run_failure_alert",
     minimum_interval_seconds=max(5, INTERVAL // 2),
+    # runs started from the CLI (`dagster job execute -m mlops_assets.definitions`, `dagster asset
+    # materialize -m ...`) belong to a code location of that module's name, not this one's
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="POSTs a JSON alert for every failed run to MLOPS_ALERT_WEBHOOK_URL (logs when unset).",
 )
@@ -125,3 +132,47 @@ def run_failure_alert(context: dg.RunFailureSensorContext):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         context.log.info(f"alert for run {payload['run_id']} sent to the webhook: HTTP {resp.status}")
+
+
+def _trains(run: dg.DagsterRun) -> bool:
+    """Whether a run trains models (and so has MLflow runs): the training job, or any run whose
+    selection holds candidate models (a materialisation started from the UI)."""
+    keys = run.asset_selection or set()
+    return run.job_name == training_job.name or any(k.path[0] == "candidate_models" for k in keys)
+
+
+def _close_mlflow_runs(context: dg.RunStatusSensorContext, what: str, status: str) -> None:
+    from mlops_assets.lib import registry
+
+    run = context.dagster_run
+    if not _trains(run):
+        return
+    s = get_settings()
+    with registry.tracking_errors():  # server down: the tick fails and the event is tried again
+        exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+        closed = registry.close_open_runs(exp, run.run_id, f"Dagster run {run.run_id} {what}", status)
+    if closed:
+        context.log.info(f"run {run.run_id} {what}: ended {len(closed)} MLflow run(s) left RUNNING: {closed}")
+
+
+@dg.run_failure_sensor(
+    name="close_mlflow_runs_of_failed_runs",
+    minimum_interval_seconds=max(5, INTERVAL // 2),
+    monitor_all_code_locations=True,  # (as run_failure_alert)
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Ends as FAILED the MLflow runs a failed training run left RUNNING (a killed process never ends them).",
+)
+def close_mlflow_runs_of_failed_runs(context: dg.RunFailureSensorContext):
+    _close_mlflow_runs(context, "failed", "FAILED")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    name="close_mlflow_runs_of_canceled_runs",
+    minimum_interval_seconds=max(5, INTERVAL // 2),
+    monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Ends as KILLED the MLflow runs a canceled training run left RUNNING.",
+)
+def close_mlflow_runs_of_canceled_runs(context: dg.RunStatusSensorContext):
+    _close_mlflow_runs(context, "was canceled", "KILLED")
