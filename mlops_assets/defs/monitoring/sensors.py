@@ -148,7 +148,7 @@ def _close_mlflow_runs(context: dg.RunStatusSensorContext, what: str, status: st
     if not _trains(run):
         return
     s = get_settings()
-    with registry.tracking_errors():  # server down: the tick fails and the event is tried again
+    with registry.tracking_errors():  # server down: the tick fails, saying so
         exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
         closed = registry.close_open_runs(exp, run.run_id, f"Dagster run {run.run_id} {what}", status)
     if closed:
