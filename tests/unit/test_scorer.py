@@ -166,3 +166,43 @@ def test_a_scoring_server_freezes_its_heap_once(fitted, rows, monkeypatch):
         assert gc.get_freeze_count() == frozen  # once per process
     finally:
         gc.unfreeze()
+
+
+def test_threads_share_the_encoder_cache_safely(fitted, rows, monkeypatch):
+    """The scoring server predicts in threads: with a small cache emptied over and over, every
+    thread still gets the pipeline's scores. (The race fixed in ``_encode_cats``, the cache
+    emptied between an ``in`` and a ``[]``, did not show in 3 runs of this test against the old
+    code: that fix is by construction, not proven here.)"""
+    import sys
+    import threading
+
+    from mlops_assets.lib.models.scorer import ArrayScorer
+
+    monkeypatch.setattr(ArrayScorer, "CACHE_ROWS", 16)
+    scorer = array_scorer(fitted["logistic_regression"])
+    checked = features.check_scoring_input(rows)
+    cats, nums = checked.cat_matrix(), checked.nums
+    expected = fitted["logistic_regression"].predict_proba(features.feature_matrix(rows))[:, 1]
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(300):
+                idx = rng.choice(len(rows), size=int(rng.integers(1, 6)), replace=False)
+                np.testing.assert_allclose(scorer.predict_proba(cats[idx], nums[idx]), expected[idx],
+                                           rtol=1e-9, atol=1e-12)
+        except Exception as exc:  # noqa: BLE001 (collected and reported below)
+            errors.append(repr(exc))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]

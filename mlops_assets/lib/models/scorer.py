@@ -72,7 +72,9 @@ class ArrayScorer:
     def _encode_cats(self, i: int, tr, cats: np.ndarray) -> np.ndarray:
         cache = self._encoded[i]
         keys, inv = _distinct_rows(cats)
-        found = {k: cache[k] for k in keys if k in cache}
+        # one dict.get per key: a server's threads share the cache, and another may empty it
+        # between an `in` and a `[]`
+        found = {k: row for k in keys if (row := cache.get(k)) is not None}
         missing = [k for k in keys if k not in found]
         if missing:
             z = tr.transform(np.array(missing, dtype=object).reshape(len(missing), cats.shape[1]))
