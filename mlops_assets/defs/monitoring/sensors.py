@@ -112,13 +112,16 @@ def alert_payload(context: dg.RunFailureSensorContext, ui_url: str) -> dict:
     }
 
 
+# What the run status sensors below share. Runs started from the CLI (`dagster job execute -m
+# mlops_assets.definitions`, `dagster asset materialize -m ...`) belong to a code location of
+# that module's name, not this one's: the sensors watch every location.
+_WATCH_RUNS = {"minimum_interval_seconds": max(5, INTERVAL // 2), "monitor_all_code_locations": True,
+               "default_status": dg.DefaultSensorStatus.RUNNING}
+
+
 @dg.run_failure_sensor(
     name="run_failure_alert",
-    minimum_interval_seconds=max(5, INTERVAL // 2),
-    # runs started from the CLI (`dagster job execute -m mlops_assets.definitions`, `dagster asset
-    # materialize -m ...`) belong to a code location of that module's name, not this one's
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    **_WATCH_RUNS,
     description="POSTs a JSON alert for every failed run to MLOPS_ALERT_WEBHOOK_URL (logs when unset).",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext):
@@ -157,9 +160,7 @@ def _close_mlflow_runs(context: dg.RunStatusSensorContext, what: str, status: st
 
 @dg.run_failure_sensor(
     name="close_mlflow_runs_of_failed_runs",
-    minimum_interval_seconds=max(5, INTERVAL // 2),
-    monitor_all_code_locations=True,  # (as run_failure_alert)
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    **_WATCH_RUNS,
     description="Ends as FAILED the MLflow runs a failed training run left RUNNING (a killed process never ends them).",
 )
 def close_mlflow_runs_of_failed_runs(context: dg.RunFailureSensorContext):
@@ -169,9 +170,7 @@ def close_mlflow_runs_of_failed_runs(context: dg.RunFailureSensorContext):
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.CANCELED,
     name="close_mlflow_runs_of_canceled_runs",
-    minimum_interval_seconds=max(5, INTERVAL // 2),
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    **_WATCH_RUNS,
     description="Ends as KILLED the MLflow runs a canceled training run left RUNNING.",
 )
 def close_mlflow_runs_of_canceled_runs(context: dg.RunStatusSensorContext):
