@@ -18,18 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def real_matrix(first: str, last: str, rows: int, seed: int = 0):
     import numpy as np
-    import pandas as pd
 
     from mlops_assets.lib import features, source
     from mlops_assets.lib.models import make_pipeline
 
-    planes = source.load_reference("planes")
-    frames = []
-    for day in source.days_between(first, last):
-        f = source.feeds_for_day(day)
-        frames.append(features.build_examples(features.build_features(f["schedules"], f["weather"], planes),
-                                              f["outcomes"], partition=day))
-    ex = pd.concat(frames, ignore_index=True)
+    ex = features.examples_from_source(source.days_between(first, last))
     ex = ex[ex["label"].notna()]
     pre = make_pipeline("torch_mlp", {"hidden": 64, "lr": 3e-3, "epochs": 1, "embed_dim": 4, "dropout": 0.1})
     X = pre.named_steps["features"].fit_transform(features.feature_matrix(ex)).astype(np.float32)

@@ -144,6 +144,18 @@ def build_examples(features: pd.DataFrame, outcomes: pd.DataFrame, *, partition:
     return ex
 
 
+def examples_from_source(days) -> pd.DataFrame:
+    """Examples of ``days`` built straight from the bundled data, without the landing zone or
+    the lake: for a notebook, a test or a benchmark."""
+    planes = source.load_reference("planes")
+    out = []
+    for day in days:
+        feeds = source.feeds_for_day(day)
+        f = build_features(feeds["schedules"], feeds["weather"], planes)
+        out.append(build_examples(f, feeds["outcomes"], partition=day))
+    return pd.concat(out, ignore_index=True)
+
+
 class InputError(ValueError):
     """Rows given to a model do not meet its input contract."""
 
@@ -170,7 +182,7 @@ class ScoringInput(NamedTuple):
     nums: np.ndarray  # float64, rows x NUMERIC_FEATURES
 
     def cat_matrix(self) -> np.ndarray:
-        return np.column_stack(self.cats) if len(self.cats[0]) else np.empty((0, len(self.cats)), object)
+        return np.column_stack(self.cats)
 
     def frame(self) -> pd.DataFrame:
         """The rows as ``feature_matrix`` would give them (str codes, float64 numbers), without

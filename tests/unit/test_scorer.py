@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib import features, source
+from mlops_assets.lib import features
 from mlops_assets.lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, NUMERIC_FEATURES
 from mlops_assets.lib.models import FAMILIES, GRIDS, make_pipeline
 from mlops_assets.lib.models.scorer import array_scorer
@@ -19,19 +19,9 @@ SMALL = {"torch_mlp": {"epochs": 1}}
 RTOL = {"torch_mlp": 1e-6}
 
 
-def _examples(days):
-    planes = source.load_reference("planes")
-    out = []
-    for day in days:
-        feeds = source.feeds_for_day(day)
-        f = features.build_features(feeds["schedules"], feeds["weather"], planes)
-        out.append(features.build_examples(f, feeds["outcomes"], partition=day))
-    return pd.concat(out, ignore_index=True)
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    train = _examples([f"2013-01-{d:02d}" for d in range(10, 15)])
+    train = features.examples_from_source([f"2013-01-{d:02d}" for d in range(10, 15)])
     train = train[train[LABEL].notna()]
     pipes = {}
     for family in FAMILIES:
@@ -55,7 +45,8 @@ def _with_unseen_values(df):
 @pytest.fixture(scope="module")
 def rows():
     """Real rows of three later days (2,700), with unseen values planted."""
-    return _with_unseen_values(_examples(["2013-02-20", "2013-02-21", "2013-03-02"])[FEATURE_COLUMNS])
+    days = ["2013-02-20", "2013-02-21", "2013-03-02"]
+    return _with_unseen_values(features.examples_from_source(days)[FEATURE_COLUMNS])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
