@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLOPS_HOME   ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test dev bench clean gpu-wheels
+.PHONY: install demo test dev bench year clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: install  ## the whole test suite (unit, asset, end-to-end)
 
 bench: install  ## benchmarks against baselines measured in the same run (bench/RESULTS.md)
 	$(BIN)/python bench/run.py
+
+year: install  ## 2013 through the running platform, once per retraining policy (year/REPORT.md)
+	$(BIN)/mlops-year $(YEAR_ARGS)
 
 dev: install  ## the Dagster UI + daemon on the local instance (http://127.0.0.1:3000)
 	$(BIN)/python -c "from mlops_assets.settings import ensure_dagster_home as e; e()"

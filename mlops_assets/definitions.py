@@ -75,7 +75,7 @@ defs = dg.Definitions(
         monitoring.feature_drift, monitoring.prediction_performance, health.platform_health,
     ],
     jobs=[*ALL_JOBS, health.platform_health_job],
-    sensors=[ingestion_sensors.landing_zone_sensor, ingestion_sensors.outcomes_sensor,
+    sensors=[ingestion_sensors.landing_zone_sensor,
              monitoring_sensors.model_health_sensor, monitoring_sensors.run_failure_alert,
              monitoring_sensors.close_mlflow_runs_of_failed_runs, monitoring_sensors.close_mlflow_runs_of_canceled_runs],
     schedules=[schedules.weekly_training_schedule, schedules.daily_scoring_schedule,

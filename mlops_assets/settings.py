@@ -22,8 +22,11 @@ Variables (all optional):
                             ``in_process``), ``multiprocess`` (a process per step) or ``in_process``
 ``MLOPS_CODE_VERSION``      the code version recorded on models (default: ``git rev-parse HEAD``)
 ``MLOPS_SENSOR_INTERVAL_S`` how often the sensors look (default 30)
-``MLOPS_HEALTH_*``          the model-health sensor's policy (DAYS 3, AUC_TOLERANCE 0.05,
-                            LOG_LOSS_TOLERANCE 0.3, PSI 0.25, DRIFT_SHARE 0.5)
+``MLOPS_RETRAIN_POLICY``    ``health`` (default: cold start, then retrain when the model-health
+                            verdict says the champion decayed), ``weekly`` (cold start, then every
+                            complete week) or ``frozen`` (cold start only)
+``MLOPS_HEALTH_*``          the model-health verdict (DAYS 7, CALIBRATION_GAP 0.08,
+                            AUC_TOLERANCE 0.08, LOG_LOSS_TOLERANCE 0.5, PSI 0.25, DRIFT_SHARE 0.5)
 ``MLOPS_ALERT_WEBHOOK_URL`` where failed-run alerts are POSTed (unset: logged only)
 ``MLOPS_UI_URL``            the UI's address, for links in alerts (default http://127.0.0.1:3000)
 ``MLOPS_SERVING_MAX_ROWS``  rows allowed per online scoring request (default 10000; more: HTTP 400)
@@ -43,6 +46,7 @@ from datetime import date
 from pathlib import Path
 
 PROFILES = ("local", "k8s")
+RETRAIN_POLICIES = ("health", "weekly", "frozen")
 MODEL_NAME = "flight_delay"
 EXPERIMENT_NAME = "flight_delay"
 
@@ -105,9 +109,11 @@ class Settings:
     k8s_env_secrets: tuple[str, ...] = ("mlops-credentials",)
     io_uri: str = ""
     sensor_interval_s: int = 30
-    health_days: int = 3
-    health_auc_tolerance: float = 0.05
-    health_log_loss_tolerance: float = 0.3
+    retrain_policy: str = "health"
+    health_days: int = 7
+    health_calibration_gap: float = 0.08
+    health_auc_tolerance: float = 0.08
+    health_log_loss_tolerance: float = 0.5
     health_psi: float = 0.25
     health_drift_share: float = 0.5
     alert_webhook_url: str = ""
@@ -207,9 +213,11 @@ def get_settings() -> Settings:
         k8s_env_secrets=tuple(x for x in os.environ.get("MLOPS_K8S_ENV_SECRETS", "mlops-credentials").split(",") if x),
         io_uri=os.environ.get("MLOPS_IO_URI", ""),
         sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", 30)),
-        health_days=max(1, _int("MLOPS_HEALTH_DAYS", 3)),
-        health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", 0.05),
-        health_log_loss_tolerance=_float("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", 0.3),
+        retrain_policy=_choice("MLOPS_RETRAIN_POLICY", "health", RETRAIN_POLICIES),
+        health_days=max(3, _int("MLOPS_HEALTH_DAYS", 7)),
+        health_calibration_gap=_float("MLOPS_HEALTH_CALIBRATION_GAP", 0.08),
+        health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", 0.08),
+        health_log_loss_tolerance=_float("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", 0.5),
         health_psi=_float("MLOPS_HEALTH_PSI", 0.25),
         health_drift_share=_float("MLOPS_HEALTH_DRIFT_SHARE", 0.5),
         alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", ""),
@@ -227,6 +235,11 @@ concurrency:
     max_concurrent_runs: 2   # 2 cores: runs beyond this wait in the queue
   pools:
     granularity: op
+run_queue:
+  dequeue_interval_seconds: 1   # a queued run starts within a second (default 5)
+sensors:
+  use_threads: true             # sensors are evaluated side by side, not one after another
+  num_workers: 4
 run_monitoring:
   enabled: true
 # Log records of the project's own loggers (plain `logging` in mlops_assets.lib) become events of

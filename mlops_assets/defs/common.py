@@ -38,6 +38,17 @@ def passed_checks(asset: str, names: Iterable[str], metadata: dict[str, dict] | 
             for n in names]
 
 
+def record_inputs(context, per_partition: dict[str, dict[str, str]]) -> None:
+    """Record, on each partition's materialisation, the identity of what it was computed from:
+    ``input_fingerprint`` (a digest of the bytes of every input read, the model version where one
+    scored, and the code version) and, for ingestion, ``source_sha256`` (the landing file's).
+    The landing sensor compares the latter with the landing zone, so a day whose feeds did not
+    change is never requested again, whoever materialised it; the year report counts a
+    materialisation whose ``input_fingerprint`` equals its partition's previous one as redundant."""
+    for partition, md in per_partition.items():
+        context.add_asset_metadata(md, partition_key=partition)
+
+
 def md_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = ".4f") -> str:
     if not rows:
         return "_none_"

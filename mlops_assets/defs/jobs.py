@@ -17,9 +17,10 @@ daily_data_job = dg.define_asset_job(
 )
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets("training_set", "challenger", "champion")
+    selection=dg.AssetSelection.assets("training_set", "challenger", "champion", "model_deployment")
     | dg.AssetSelection.key_prefixes(["candidate_models"]),
-    description="The weekly cycle: training set, sweeps, challenger + gate, promotion.",
+    description="The weekly cycle: training set, sweeps, challenger + gate, promotion and, when the "
+                "champion moved, its serving deployment.",
 )
 deployment_job = dg.define_asset_job(
     "deployment_job", selection=dg.AssetSelection.assets("model_deployment"),

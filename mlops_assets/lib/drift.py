@@ -72,7 +72,9 @@ def drift_report(ref: dict, df: pd.DataFrame) -> pd.DataFrame:
         finite = v[~np.isnan(v)]
         sample = np.asarray(r["sample"], dtype=float)
         if len(finite) and len(sample):
-            ks = stats.ks_2samp(sample, finite)
+            # the asymptotic p-value: the exact one costs 15 ms a feature at these sizes (2,000 x ~6,000)
+            # and differs in the fourth decimal
+            ks = stats.ks_2samp(sample, finite, method="asymp")
             wd = stats.wasserstein_distance(sample, finite) / (r["std"] or 1.0)
             ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
         else:

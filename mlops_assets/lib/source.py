@@ -100,12 +100,16 @@ def feeds_for_day(day: str) -> dict[str, pd.DataFrame]:
     }
 
 
-def replay(landing: str | os.PathLike, until: str, start: str = "2013-01-01") -> dict[str, int]:
+def replay(landing: str | os.PathLike, until: str, start: str = "2013-01-01", *,
+           outcomes_from: str | None = None) -> dict[str, int]:
     """Play the source system into ``landing`` for days ``start``..``until`` (inclusive).
 
     Outcomes of day d are written when d+1 is replayed, so the outcomes of ``until`` are not
-    written yet.  Returns counts of files written and left unchanged.
+    written yet, and those of ``start - 1`` only when ``outcomes_from`` (default ``start``) allows
+    (a replay that continues an earlier one lands them).  Returns counts of files written and
+    left unchanged.
     """
+    outcomes_from = outcomes_from or start
     loc = Location(landing)
     written = unchanged = 0
     for name in REFERENCE_TABLES:
@@ -117,7 +121,7 @@ def replay(landing: str | os.PathLike, until: str, start: str = "2013-01-01") ->
         feeds = feeds_for_day(day)
         todo = [("schedules", day, feeds["schedules"]), ("weather", day, feeds["weather"])]
         prev = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-        if prev >= start:
+        if prev >= outcomes_from:
             todo.append(("outcomes", prev, feeds_for_day(prev)["outcomes"]))
         for feed, d, df in todo:
             if loc.write_bytes(feed_key(feed, d), _csv_bytes(df)):

@@ -24,6 +24,20 @@ from mlops_assets.settings import is_uri
 STALE_TMP_S = 600
 
 
+def sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(*parts: object) -> str:
+    """A short, stable identity of a list of input identities (file hashes, model versions, code
+    version): what a materialisation records as its ``input_fingerprint``."""
+    import hashlib
+
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
 def _sweep_stale_temporaries(target: Path) -> None:
     """Remove temporaries of ``target`` left by a writer killed mid-write (SIGKILL, OOM): hidden,
     never read, but they would pile up. A live writer's temporary is seconds old."""
@@ -130,6 +144,11 @@ class Location:
     def read_parquet(self, key: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(self.read_bytes(key)), columns=list(columns) if columns else None)
 
+    def read_parquet_fp(self, key: str, columns: Iterable[str] | None = None) -> tuple[pd.DataFrame, str]:
+        """The table and the sha256 of the bytes it was read from (its identity)."""
+        data = self.read_bytes(key)
+        return pd.read_parquet(io.BytesIO(data), columns=list(columns) if columns else None), sha256(data)
+
 
 class Lake(Location):
     """The lake: one Parquet file per asset partition, ``<asset>/<partition>.parquet``."""
@@ -144,26 +163,37 @@ class Lake(Location):
         return self.describe(key)
 
     def read(self, asset: str, partition: str, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        return self.read_fp(asset, partition, columns)[0]
+
+    def read_fp(self, asset: str, partition: str, columns: Iterable[str] | None = None) -> tuple[pd.DataFrame, str]:
+        """The partition's table and the sha256 of its bytes: what a downstream materialisation
+        records as the identity of this input."""
         key = self.key(asset, partition)
         if not self.exists(key):
             raise FileNotFoundError(
                 f"lake has no partition {partition} of {asset} ({self.describe(key)}): "
                 "materialise it first"
             )
-        return self.read_parquet(key, columns)
+        return self.read_parquet_fp(key, columns)
 
     def has(self, asset: str, partition: str) -> bool:
         return self.exists(self.key(asset, partition))
 
     def read_many(self, asset: str, partitions: Iterable[str], *, missing_ok: bool = False) -> pd.DataFrame:
-        frames = []
+        return self.read_many_fp(asset, partitions, missing_ok=missing_ok)[0]
+
+    def read_many_fp(self, asset: str, partitions: Iterable[str], *,
+                     missing_ok: bool = False) -> tuple[pd.DataFrame, dict[str, str]]:
+        """The partitions' tables concatenated, and the sha256 of each partition read."""
+        frames, shas = [], {}
         for p in partitions:
             if missing_ok and not self.has(asset, p):
                 continue
-            frames.append(self.read(asset, p))
+            df, shas[p] = self.read_fp(asset, p)
+            frames.append(df)
         if not frames:
-            return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True)
+            return pd.DataFrame(), shas
+        return pd.concat(frames, ignore_index=True), shas
 
     def partitions(self, asset: str) -> list[str]:
         return [k.split("/")[-1][: -len(".parquet")] for k in self.list(asset, ".parquet")]

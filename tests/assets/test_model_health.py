@@ -1,6 +1,7 @@
-"""The model-health sensor on real data: a champion trained on January weeks stays healthy on the
-days right after, and decays on summer days (delays double, weather is new); then it requests
-retraining for the latest complete week, with the reason in the run tags."""
+"""The model-health sensor on real data: a champion trained on January weeks (holdout 2013-01-21)
+stays healthy on the week right after, and decays on a summer week (the delay rate more than doubles); then it requests
+retraining for the latest complete week, with the reason in the run tags, and records each
+verdict as an observation of that day's prediction_performance."""
 
 import dagster as dg
 import pytest
@@ -36,7 +37,7 @@ def world(tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_settings.cache_clear()
     s = get_settings()
-    replay(s.landing_uri, "2013-01-25", "2013-01-01")
+    replay(s.landing_uri, "2013-02-04", "2013-01-01")
     replay(s.landing_uri, "2013-07-01", "2013-06-24")
     res = build_resources(s)
     with dg.instance_for_test() as instance:
@@ -45,10 +46,10 @@ def world(tmp_path_factory):
             assert r.success
             return r
 
-        mat(DATA, tags=rng("2013-01-01", "2013-01-24"))
+        mat(DATA, tags=rng("2013-01-01", "2013-02-03"))
         mat(DATA, tags=rng("2013-06-24", "2013-06-30"))
         mat([training.training_set, *training.candidate_models, evaluation.challenger, deployment.champion],
-            partition_key="2013-01-14")
+            partition_key="2013-01-21")
         mat([deployment.model_deployment])
         yield instance, mat
     for k, v in old.items():
@@ -63,22 +64,28 @@ def evaluate(instance):
     return model_health_sensor(dg.build_sensor_context(instance=instance))
 
 
-def test_healthy_days_request_nothing(world):
+def test_a_healthy_week_requests_nothing(world):
     instance, mat = world
-    mat(SCORING, tags=rng("2013-01-21", "2013-01-23"))
+    mat(SCORING, tags=rng("2013-01-28", "2013-02-03"))
     result = evaluate(instance)
-    assert isinstance(result, dg.SkipReason), result
-    assert "healthy" in result.skip_message
+    assert not result.run_requests, result.run_requests
+    assert "healthy" in result.skip_reason.skip_message, result.skip_reason
+    # the verdict of the newest labelled day is recorded beside its live performance
+    (obs,) = result.asset_events
+    assert obs.partition == "2013-02-03" and obs.metadata["health_verdict"].value == "healthy"
+    assert obs.metadata["health_live_auc"].value > 0.6
 
 
-def test_summer_days_decay_and_request_retraining_once_per_week(world):
+def test_a_summer_week_decays_and_requests_retraining_once_per_week(world):
     instance, mat = world
-    mat(SCORING, tags=rng("2013-06-28", "2013-06-30"))
-    req = evaluate(instance)
-    assert isinstance(req, dg.RunRequest), req
+    mat(SCORING, tags=rng("2013-06-24", "2013-06-30"))
+    result = evaluate(instance)
+    (req,) = result.run_requests
     assert req.partition_key == "2013-06-24"  # the latest week with all 7 days labelled
-    assert req.run_key == "retrain:2013-06-24"  # Dagster launches a run key once per sensor
+    assert req.run_key == "train:2013-06-24"  # Dagster launches a run key once per sensor
     reason = req.tags["mlops/retrain_reason"]
-    assert "log loss" in reason or "ROC AUC" in reason or "drift" in reason
-    assert req.tags["mlops/health_days"] == "2013-06-28,2013-06-29,2013-06-30"
+    assert reason.startswith("calibration"), reason  # a January model predicts ~20% delays; ~45% happen
+    assert req.tags["mlops/retrain_kind"] == "health" and req.tags["mlops/retrain_policy"] == "health"
+    assert req.tags["mlops/health_days"] == ",".join(f"2013-06-{d}" for d in range(24, 31))
     assert req.tags["mlops/trigger"] == "model_health_sensor"
+    assert result.asset_events[0].metadata["health_verdict"].value == "decayed"

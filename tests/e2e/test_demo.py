@@ -102,21 +102,22 @@ def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo):
                           "-j", "training_job", "--tags", json.dumps({"dagster/partition": W2}),
                           "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=600)
     assert "Usage:" not in out.stderr
-    assert out.returncode != 0  # the gate failed the run
-    assert "DagsterAssetCheckFailedError" in out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]  # a blocked gate is a decision, not an error
     assert str(client.get_model_version_by_alias("flight_delay", "champion").version) == before
     latest = max(client.search_model_versions("name='flight_delay'"), key=lambda v: int(v.version))
     assert latest.tags["labels_shuffled"] == "True" and latest.tags["gate"] == "blocked"
     assert float(latest.tags["holdout_roc_auc"]) < 0.60
     assert str(client.get_model_version_by_alias("flight_delay", "challenger").version) == str(latest.version)
-    # the floor check failed in that run, and champion was never executed
+    # both gate checks failed in that run (as warnings), champion re-applied the gate and
+    # materialised nothing, so the serving deployment was not re-rendered either
     run = dagster_runs(home)[latest.tags["dagster_run_id"]]
-    assert run.status.value == "FAILURE"
+    assert run.status.value == "SUCCESS"
     from dagster import DagsterEventType, DagsterInstance
 
     with DagsterInstance.from_config(str(home / "dagster")) as inst:
         checks = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data.passed
                   for e in inst.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)}
-        started = {e.step_key for e in inst.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)}
+        materialised = {e.dagster_event.asset_key.to_user_string()
+                        for e in inst.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
     assert checks == {"gate_quality_floor": False, "gate_beats_champion": False}
-    assert "champion" not in started and "challenger" in started
+    assert "challenger" in materialised and not materialised & {"champion", "model_deployment"}

@@ -3,13 +3,14 @@
 Job-level ``dagster-k8s/config`` tags do not reach ``k8s_job_executor`` step pods and users report
 them lost on sensor/backfill paths, so ours live on the ops.  Here real runs of ``training_job`` are
 created by each launch path against `dagster dev` (webserver + daemon): a CLI backfill, a backfill
-and a launch from the UI's GraphQL API, and the model-health sensor under the daemon; for each,
+and a launch from the UI's GraphQL API, and the model-health sensor (its cold start) under the
+daemon; for each,
 the torch step's Kubernetes Job is built with dagster-k8s's code from the run's stored plan and
 validated against the Kubernetes schema.  The instance
 allows no run to start (``max_concurrent_runs: 0``), so every run stays queued with the execution
 plan it would run, and that plan's steps are what the k8s executor turns into pods.  The sensor's
-inputs (live-performance rows and the champion's holdout metrics) are written by hand here: the
-genuine decay on real data is tested in tests/assets/test_model_health.py.
+input (a labelled week, with nothing deployed yet) is recorded by hand here: the sensor on real
+data is tested in tests/assets/test_model_health.py and tests/e2e/test_year.py.
 """
 
 import json
@@ -27,19 +28,10 @@ TORCH_STEP = "candidate_models__torch_mlp.train_torch_mlp_trial[?]"
 PATHS = {"cli_backfill": "2013-01-07", "sensor": "2013-01-14", "ui_backfill": "2013-01-21", "ui_launch": "2013-01-28"}
 
 
-def _fabricate_decay(home):
-    lake = home / "lake" / "prediction_performance"
-    lake.mkdir(parents=True)
+def _fabricate_labelled_week(home):
     with instance(home) as inst:
-        inst.report_runless_asset_event(dg.AssetMaterialization(
-            "challenger", partition="2013-01-07",
-            metadata={"model_version": "1", "holdout_roc_auc": 0.70, "holdout_log_loss": 0.50}))
         for day in pd.date_range("2013-01-14", "2013-01-20").strftime("%Y-%m-%d"):
             inst.report_runless_asset_event(dg.AssetMaterialization("training_examples", partition=day))
-        for day in ("2013-01-18", "2013-01-19", "2013-01-20"):
-            pd.DataFrame([{"date": day, "model_version": "1", "roc_auc": 0.55, "log_loss": 0.9, "n": 900.0}]) \
-                .to_parquet(lake / f"{day}.parquet")
-            inst.report_runless_asset_event(dg.AssetMaterialization("prediction_performance", partition=day))
 
 
 def _training_runs(home):
@@ -54,7 +46,7 @@ def test_gpu_step_config_survives_every_launch_path(tmp_path):
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text(
         DAGSTER_YAML.replace("max_concurrent_runs: 2", "max_concurrent_runs: 0"))
-    _fabricate_decay(home)
+    _fabricate_labelled_week(home)
     with dagster_dev(home, MLOPS_SENSOR_INTERVAL_S=5) as dev:
         # CLI backfill
         out = subprocess.run([str(BIN / "dagster"), "job", "backfill", "-w", str(ROOT / "workspace.yaml"), "-j",
@@ -83,7 +75,7 @@ def test_gpu_step_config_survives_every_launch_path(tmp_path):
                         180, what="a queued training run from every path")
 
     assert runs[PATHS["sensor"]].tags["mlops/trigger"] == "model_health_sensor"
-    assert "log loss" in runs[PATHS["sensor"]].tags["mlops/retrain_reason"]
+    assert runs[PATHS["sensor"]].tags["mlops/retrain_kind"] == "cold_start"
     assert runs[PATHS["cli_backfill"]].tags.get("dagster/backfill")
     assert runs[PATHS["ui_backfill"]].tags.get("dagster/backfill")
     with instance(home) as inst:

@@ -15,7 +15,7 @@ SCRIPT = r"""
 import json, fsspec, dagster as dg
 from mlops_assets.settings import get_settings, ensure_dagster_home
 from mlops_assets.lib.source import replay
-from mlops_assets.lib.health import scan_days
+from mlops_assets.lib.landing import scan
 from mlops_assets.defs.resources import build_resources, KubernetesServing, ObjectStoreIOManager
 from mlops_assets.defs.ingestion import assets as I
 from mlops_assets.defs.features import assets as F
@@ -28,7 +28,8 @@ s = get_settings()
 ensure_dagster_home(s)
 out = {"profile": s.profile}
 replay(s.landing_uri, "2013-01-21", "2013-01-01")
-days, _ = scan_days(s.landing_uri, ["schedules", "weather"], {})
+files, _ = scan(s.landing_uri, {})
+days = set(files["schedules"]) & set(files["weather"])
 out["landing_days"] = len(days)
 res = build_resources(s)
 out["io_manager"] = type(res["io_manager"]).__name__

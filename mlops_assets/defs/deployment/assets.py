@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, usage_metadata
+from mlops_assets.defs.common import OWNERS, record_inputs, usage_metadata
 from mlops_assets.lib.usage import measure
 from mlops_assets.defs.evaluation.assets import gate_from
 from mlops_assets.defs.k8s import cpu_step_tags
@@ -20,35 +20,39 @@ from mlops_assets.settings import get_settings
     kinds={"mlflow"},
     owners=OWNERS,
     op_tags=cpu_step_tags("small"),
+    output_required=False,
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
-def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challenger: dict) -> dict:
+def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challenger: dict):
     """The week's promotion: moves the registry alias ``champion`` to the challenger's version.
-    Runs only after both gate checks on ``challenger`` passed (blocking checks); it re-applies the
-    same gate itself, so it can never promote a blocked challenger, whichever path started it.
-    Its partitions are the promotion history."""
+    It re-applies the gate itself, so it never promotes a blocked challenger, whichever path
+    started it. A blocked gate is a decision, not an error: the step succeeds without
+    materialising (so ``model_deployment`` after it does not run) and ``champion`` stays where it
+    was. Its partitions are the promotion history."""
     from mlops_assets.lib import registry
 
     mlflow.experiment_id()
     decision = gate_from(challenger)
     if not decision.promote:
-        raise dg.Failure(description=f"champion {context.partition_key}: not promoting v{challenger['version']}: "
-                                     f"{decision.describe()}")
+        context.log.info(f"champion {context.partition_key}: not promoting v{challenger['version']}: "
+                         f"{decision.describe()}")
+        return
     try:
         prev_version, now = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
                                              tags={"promoted_by_dagster_run": context.run_id})
     except registry.PromotionConflict as exc:
         raise dg.Failure(description=f"champion {context.partition_key}: {exc}") from None
     context.log.info(f"champion: v{prev_version} -> v{challenger['version']} ({decision.describe()})")
-    context.add_output_metadata({
-        "model_version": challenger["version"],
-        "previous_version": prev_version,
-        "holdout_roc_auc": dg.MetadataValue.float(decision.challenger_auc),
-        "decision": decision.describe(),
-        "data_window": challenger["data_window"],
-    })
-    return {"version": challenger["version"], "previous": prev_version, "promoted_at": now,
-            "week": context.partition_key}
+    yield dg.Output(
+        {"version": challenger["version"], "previous": prev_version, "promoted_at": now,
+         "week": context.partition_key},
+        metadata={
+            "model_version": challenger["version"],
+            "previous_version": prev_version,
+            "holdout_roc_auc": dg.MetadataValue.float(decision.challenger_auc),
+            "decision": decision.describe(),
+            "data_window": challenger["data_window"],
+        })
 
 
 @dg.asset(
@@ -96,8 +100,15 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     loc = Location(s.deploy_dir)
     loc.write_bytes("serving.yaml", text.encode())
     context.log.info(f"serving spec for v{version} -> {loc.describe('serving.yaml')}; smoke test scored {len(p)} rows")
+    # What the sensors need to know about the model now serving, in one record of the instance
+    # (no registry call per tick): the landing sensor scores days after its data window, the
+    # model-health sensor judges it against its holdout metrics.
     context.add_output_metadata({
         "model_version": version,
+        "week": champ.tags.get("week", ""),
+        "data_window": champ.tags.get("data_window", ""),
+        "holdout_roc_auc": dg.MetadataValue.float(float(champ.tags.get("holdout_roc_auc", "nan"))),
+        "holdout_log_loss": dg.MetadataValue.float(float(champ.tags.get("holdout_log_loss", "nan"))),
         "model_uri": registry.version_uri(version),
         "manifest_path": dg.MetadataValue.path(loc.describe("serving.yaml")),
         "manifest": dg.MetadataValue.md(f"```yaml\n{text}\n```"),
@@ -107,7 +118,8 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
         **({"rollout": applied.action, "deployment_revision": applied.revision,
             "rollout_seconds": dg.MetadataValue.float(applied.seconds)} if applied else {"rollout": "rendered only"}),
     })
-    return {"version": version, "model_uri": registry.version_uri(version), "manifest": loc.describe("serving.yaml")}
+    return {"version": version, "model_uri": registry.version_uri(version), "manifest": loc.describe("serving.yaml"),
+            "data_window": champ.tags.get("data_window", "")}
 
 
 @dg.asset(
@@ -129,12 +141,22 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     if champ is None:
         raise dg.Failure(description="flight_delay_predictions: no 'champion' model to score with yet")
     version = str(champ.version)
+    days = window_days(context)
+    data_end = champ.tags.get("data_window", "").rpartition("..")[2]
+    seen = [d for d in days if data_end and d <= data_end]
+    if seen:
+        raise dg.Failure(description=(
+            f"flight_delay_predictions: champion v{version} was trained on data up to {data_end} "
+            f"({champ.tags.get('data_window')}); scoring {seen[0]}..{seen[-1]} with it would measure it on "
+            "its own training days. Live predictions are made by a model that has not seen the day."))
     model = registry.load_version(version)
     lk = lake.lake()
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     means: list[float] = []
+    inputs: dict[str, dict[str, str]] = {}
     with measure() as usage:
-        total = _score_days(window_days(context), lk, model, version, scored_at, means)
+        total = _score_days(days, lk, model, version, scored_at, means, inputs)
+    record_inputs(context, inputs)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total,
         "model_version": version,
@@ -143,10 +165,14 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     })
 
 
-def _score_days(days, lk, model, version, scored_at, means) -> int:
+def _score_days(days, lk, model, version, scored_at, means, inputs) -> int:
+    from mlops_assets.lib.storage import digest
+
+    code = get_settings().code_version
     total = 0
     for day in days:
-        feats = lk.read("flight_features", day)
+        feats, sha = lk.read_fp("flight_features", day)
+        inputs[day] = {"input_fingerprint": digest(sha, f"model:{version}", code)}
         p = model.predict(feats)["delay_probability"].to_numpy()
         out = feats[["flight_id", "date", "carrier", "flight", "origin", "dest", "sched_dep_time"]].copy()
         out["delay_probability"] = p

@@ -131,13 +131,17 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "candidates": dg.MetadataValue.md(md_table(rows)),
         "data_window": training_set["data_window"],
     })
+    # A blocked gate is a decision the platform takes every week, not an error: the checks fail
+    # with WARN severity, so the run succeeds and `champion` (which re-applies the gate) simply
+    # does not materialise. On 2013's data the best candidate misses the floor in hard weeks
+    # (2013-09-16: 0.56, where the old model scored 0.55 too).
     yield dg.AssetCheckResult(
-        check_name="gate_quality_floor", passed=decision.passes_floor,
+        check_name="gate_quality_floor", passed=decision.passes_floor, severity=dg.AssetCheckSeverity.WARN,
         description=f"holdout AUC {decision.challenger_auc:.4f} vs floor {decision.min_auc:.2f}",
         metadata={"holdout_roc_auc": decision.challenger_auc, "min_auc": decision.min_auc, "model_version": version},
     )
     yield dg.AssetCheckResult(
-        check_name="gate_beats_champion", passed=decision.beats_champion,
+        check_name="gate_beats_champion", passed=decision.beats_champion, severity=dg.AssetCheckSeverity.WARN,
         description=("no champion yet" if champion_auc is None else
                      f"challenger {decision.challenger_auc:.4f} vs champion v{champion_version} "
                      f"{champion_auc:.4f} + {decision.min_delta:+.4f}"),

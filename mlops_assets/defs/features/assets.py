@@ -3,10 +3,11 @@
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, usage_metadata
+from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, record_inputs, usage_metadata
 from mlops_assets.lib.usage import measure
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
+from mlops_assets.settings import get_settings
 
 FEATURE_CHECKS = ("no_leakage_columns", "flight_id_unique", "weather_coverage", "row_count_matches_schedule")
 EXAMPLE_CHECKS = ("outcomes_match_schedule", "labels_present", "label_binary")
@@ -35,19 +36,22 @@ def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lak
     import pandas as pd
 
     from mlops_assets.lib.features import FEATURE_COLUMNS
+    from mlops_assets.lib.storage import sha256
 
     loc, lk = landing.location(), lake.lake()
-    planes = pd.read_csv(io.BytesIO(loc.read_bytes("reference/planes.csv")))
+    planes_bytes = loc.read_bytes("reference/planes.csv")
+    planes = pd.read_csv(io.BytesIO(planes_bytes))
     days = window_days(context)
-    out, errors = {}, {}
+    out, errors, inputs = {}, {}, {}
     with measure() as usage:
-        _build_features_days(days, lk, planes, out, errors)
+        _build_features_days(days, lk, planes, out, errors, inputs, sha256(planes_bytes))
     if errors:
         yield from fail_with_checks("flight_features", FEATURE_CHECKS, errors,
                                     summary=f"flight_features failed for {len(days)} day(s); nothing written")
         return
     for day, feats in out.items():
         lk.write("flight_features", day, feats)
+    record_inputs(context, inputs)
     total = sum(len(f) for f in out.values())
     coverage = sum(float(f["temp"].notna().sum()) for f in out.values()) / max(1, total)
     yield dg.MaterializeResult(
@@ -64,13 +68,17 @@ def flight_features(context: dg.AssetExecutionContext, landing: LandingZone, lak
     )
 
 
-def _build_features_days(days, lk, planes, out, errors):
+def _build_features_days(days, lk, planes, out, errors, inputs, planes_sha):
     from mlops_assets.lib.features import build_features
+    from mlops_assets.lib.storage import digest
     from mlops_assets.lib.validation import LEAKAGE_COLUMNS
 
+    code = get_settings().code_version
     for day in days:
-        sched = lk.read("raw_flights", day)
-        feats = build_features(sched, lk.read("raw_weather", day), planes)
+        sched, sched_sha = lk.read_fp("raw_flights", day)
+        weather, weather_sha = lk.read_fp("raw_weather", day)
+        inputs[day] = {"input_fingerprint": digest(sched_sha, weather_sha, planes_sha, code)}
+        feats = build_features(sched, weather, planes)
         leaked = sorted(set(feats.columns) & set(LEAKAGE_COLUMNS))
         if leaked:
             errors.setdefault("no_leakage_columns", []).append(f"partition {day}: leakage columns {leaked}")
@@ -107,15 +115,16 @@ def training_examples(context: dg.AssetExecutionContext, lake: LakeStorage):
 
     lk = lake.lake()
     days = window_days(context)
-    out, errors = {}, {}
+    out, errors, inputs = {}, {}, {}
     with measure() as usage:
-        _build_examples_days(days, lk, out, errors)
+        _build_examples_days(days, lk, out, errors, inputs)
     if errors:
         yield from fail_with_checks("training_examples", EXAMPLE_CHECKS, errors,
                                     summary=f"training_examples failed for {len(days)} day(s); nothing written")
         return
     for day, ex in out.items():
         lk.write("training_examples", day, ex)
+    record_inputs(context, inputs)
     import pandas as pd
 
     allx = pd.concat(out.values(), ignore_index=True)
@@ -134,12 +143,17 @@ def training_examples(context: dg.AssetExecutionContext, lake: LakeStorage):
     )
 
 
-def _build_examples_days(days, lk, out, errors):
+def _build_examples_days(days, lk, out, errors, inputs):
     from mlops_assets.lib.features import LABEL, ExamplesError, build_examples
+    from mlops_assets.lib.storage import digest
 
+    code = get_settings().code_version
     for day in days:
+        feats, feats_sha = lk.read_fp("flight_features", day)
+        outcomes, outcomes_sha = lk.read_fp("flight_outcomes", day)
+        inputs[day] = {"input_fingerprint": digest(feats_sha, outcomes_sha, code)}
         try:
-            ex = build_examples(lk.read("flight_features", day), lk.read("flight_outcomes", day), partition=day,
+            ex = build_examples(feats, outcomes, partition=day,
                                 file=lk.describe(lk.key("flight_outcomes", day)))
         except ExamplesError as exc:
             check = "outcomes_match_schedule" if "never scheduled" in str(exc) else "labels_present"

@@ -9,10 +9,11 @@ asset checks, so nothing downstream runs after a failure.
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks
+from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, record_inputs
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
 from mlops_assets.lib.checks import FEED_CHECKS
+from mlops_assets.settings import get_settings
 
 CHECK_DESCRIPTIONS = {
     "schema": "required columns present and typed; unexpected columns dropped with a warning",
@@ -46,24 +47,29 @@ def _ingestion_asset(name: str, feed: str, description: str, deps=()):
         import pandas as pd
 
         from mlops_assets.lib.source import KEY_COLUMNS, feed_key
+        from mlops_assets.lib.storage import digest, sha256
         from mlops_assets.lib.validation import parse_feed, reference_codes
 
         loc, lk = landing.location(), lake.lake()
-        reference = None
+        reference, ref_sha = None, ""
         if feed == "schedules":
             ref_key = "reference/airlines.csv"
             if loc.exists(ref_key):
                 import io
 
-                reference = reference_codes(pd.read_csv(io.BytesIO(loc.read_bytes(ref_key))))
+                ref_bytes = loc.read_bytes(ref_key)
+                reference, ref_sha = reference_codes(pd.read_csv(io.BytesIO(ref_bytes))), sha256(ref_bytes)
         days = window_days(context)
-        parsed, errors, warnings = {}, {}, []
+        code = get_settings().code_version
+        parsed, errors, warnings, inputs = {}, {}, [], {}
         for day in days:
             key = feed_key(feed, day)
             data = loc.read_bytes(key) if loc.exists(key) else None
-            scheduled = None
+            scheduled, sched_sha = None, ""
             if feed == "outcomes" and lk.has("raw_flights", day):
-                scheduled = lk.read("raw_flights", day, columns=KEY_COLUMNS)
+                scheduled, sched_sha = lk.read_fp("raw_flights", day, columns=KEY_COLUMNS)
+            src = sha256(data) if data is not None else ""
+            inputs[day] = {"source_sha256": src, "input_fingerprint": digest(src, ref_sha, sched_sha, code)}
             df, rep = parse_feed(feed, data, file=loc.describe(key), partition=day, reference=reference,
                                  scheduled=scheduled)
             warnings += rep.warnings
@@ -88,6 +94,7 @@ def _ingestion_asset(name: str, feed: str, description: str, deps=()):
             rows[day] = len(df)
             context.log.info(f"{name} {day}: {len(df)} rows -> {lk.describe(lk.key(name, day))}")
         total = int(sum(rows.values()))
+        record_inputs(context, inputs)
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": total,

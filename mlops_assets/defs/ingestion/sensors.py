@@ -1,101 +1,151 @@
-"""Sensors on the landing zone: new or changed feed files request exactly their day's partition.
+"""The landing zone sensor: feed files that are new or changed request exactly the daily assets
+they make due, for exactly their days (``lib.landing.plan``).
 
-* ``landing_zone_sensor``: a day whose schedule *and* weather files are both present requests
-  ingestion + features for that day (and, once a champion is deployed, its predictions and drift).
-* ``outcomes_sensor``: a day whose outcomes landed (a day later) requests ``flight_outcomes``,
-  ``training_examples`` and, when the day was scored, ``prediction_performance``.
+The identity of a day's data lives with its materialisations: each ingestion materialisation
+records the ``source_sha256`` of the file it read, whoever launched it (this sensor, a CLI
+backfill, the demo). A day is requested only when a file differs from what its latest
+materialisation recorded, so a sensor turned on over a backfilled history requests nothing, and
+a re-written file requests its day alone. The cursor only saves work: the files' fingerprints
+(an unchanged file costs one stat), the days requested and not yet settled, the days whose run
+failed (asked again only once one of their files changes: no retry loop on a bad file), and
+which deployment the last tick saw (a new one scores the days after its data).
 
-The cursor keeps a content fingerprint per file: a file re-written with new content is picked up
-again, an unchanged (or merely touched) one never twice.  Run keys carry the fingerprint too, so
-Dagster itself drops a duplicate request.
+Days with the same assets due are requested as one range run each (a catch-up after an outage,
+or a week landing at once); a range whose run failed is asked again day by day, so one bad file
+holds back only its own day. Run keys carry the files' fingerprints: Dagster never launches the
+same request twice, even after a daemon restart in the middle of a tick.
 """
 
 import json
 
 import dagster as dg
 
+from mlops_assets.defs.observed import busy_days, latest_records, materialised, serving
+from mlops_assets.lib.landing import DAILY_ASSETS, SOURCE_OF
 from mlops_assets.settings import get_settings
 
 INTERVAL = get_settings().sensor_interval_s
 MAX_RUNS_PER_TICK = 20
-
-DAY_ASSETS = ["raw_flights", "raw_weather", "flight_features"]
-SCORING_ASSETS = ["flight_delay_predictions", "feature_drift"]
-OUTCOME_ASSETS = ["flight_outcomes", "training_examples"]
-
-
-def _materialized(context, asset: str) -> set[str]:
-    return set(context.instance.get_materialized_partitions(dg.AssetKey(asset)))
+NAME = "landing_zone_sensor"
+DAILY_JOBS = {"ingestion_job", "features_job", "daily_data_job", "scoring_job", "performance_job"}
+CURSOR_VERSION = 3
 
 
-def _has_materialization(context, asset: str) -> bool:
-    return context.instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None
+def _day_states(instance, days):
+    from mlops_assets.lib.landing import DayState
+
+    recorded: dict[str, dict[str, str]] = {d: {} for d in days}
+    have: dict[str, set[str]] = {d: set() for d in days}
+    for asset in DAILY_ASSETS:
+        if asset in SOURCE_OF:
+            for day, rec in latest_records(instance, asset, days).items():
+                have[day].add(asset)
+                md = rec.asset_materialization.metadata
+                if "source_sha256" in md:
+                    recorded[day][asset] = str(md["source_sha256"].value)
+        else:
+            for day in materialised(instance, asset, days):
+                have[day].add(asset)
+    return {d: DayState(recorded[d], frozenset(have[d])) for d in days}
 
 
-def _in_span(day: str) -> bool:
+def _request(group, files, deployment) -> dg.RunRequest:
+    from mlops_assets.lib.storage import digest
+
+    fps = [f"{d}:{files['schedules'].get(d)}:{files['weather'].get(d)}:{files['outcomes'].get(d)}" for d in group.days]
+    key = f"{group.first}..{group.last}:{digest(*group.assets, *fps, deployment.version if deployment else '-')}"
+    tags = {"mlops/trigger": NAME}
+    if len(group.days) > 1:  # one run for the range: every daily asset has a single-run backfill policy
+        tags.update({"dagster/asset_partition_range_start": group.first, "dagster/asset_partition_range_end": group.last})
+        return dg.RunRequest(run_key=key, asset_selection=[dg.AssetKey(a) for a in group.assets], tags=tags)
+    return dg.RunRequest(run_key=key, partition_key=group.first,
+                         asset_selection=[dg.AssetKey(a) for a in group.assets], tags=tags)
+
+
+def _run_by_key(instance, run_key: str):
+    recs = instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return recs[0].dagster_run if recs else None
+
+
+def _day_fp(files, day: str) -> str:
+    return ":".join(str(files[f].get(day)) for f in ("schedules", "weather", "outcomes"))
+
+
+@dg.sensor(
+    name=NAME,
+    target=dg.AssetSelection.assets(*DAILY_ASSETS),
+    minimum_interval_seconds=INTERVAL,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="New or changed schedule, weather or outcome files -> exactly the daily assets they make "
+                "due (ingestion, features, examples; scoring and live performance once a model is "
+                "deployed), for exactly those days, one run per range of days.",
+)
+def landing_zone_sensor(context: dg.SensorEvaluationContext):
+    from mlops_assets.lib.landing import Deployment, Group, plan, scan
+
     s = get_settings()
-    return s.start <= day < s.end
-
-
-def _feed_sensor(name: str, feeds: list[str], description: str, plan):
-    @dg.sensor(
-        name=name,
-        target=dg.AssetSelection.assets(*DAY_ASSETS, *SCORING_ASSETS, *OUTCOME_ASSETS, "prediction_performance"),
-        minimum_interval_seconds=INTERVAL,
-        default_status=dg.DefaultSensorStatus.STOPPED,
-        description=description,
-    )
-    def _sensor(context: dg.SensorEvaluationContext):
-        from mlops_assets.lib.health import scan_days
-
-        cursor = json.loads(context.cursor) if context.cursor else {"files": {}, "requested": {}}
-        days, files = scan_days(get_settings().landing_uri, feeds, cursor["files"])
-        requests, skipped = [], []
-        for day, fp in days.items():
-            if not _in_span(day) or cursor["requested"].get(day) == fp:
-                continue
-            if len(requests) >= MAX_RUNS_PER_TICK:
-                break
-            assets = plan(context, day)
-            if assets is None:  # not ready yet (e.g. its features are not materialised): next tick
-                skipped.append(day)
-                continue
-            cursor["requested"][day] = fp
-            requests.append(dg.RunRequest(
-                run_key=f"{name}:{day}:{fp}",
-                partition_key=day,
-                asset_selection=[dg.AssetKey(a) for a in assets],
-                tags={"mlops/trigger": name, "mlops/feed_fingerprint": fp},
-            ))
-        cursor["files"] = files
-        if skipped:
-            context.log.info(f"{name}: waiting on {len(skipped)} day(s) not ready yet: {skipped[:5]}")
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
-
-    return _sensor
-
-
-def _landing_plan(context, day):
-    assets = list(DAY_ASSETS)
-    if _has_materialization(context, "model_deployment"):
-        assets += SCORING_ASSETS
-    return assets
-
-
-def _outcomes_plan(context, day):
-    if day not in _materialized(context, "flight_features"):
-        return None
-    assets = list(OUTCOME_ASSETS)
-    if day in _materialized(context, "flight_delay_predictions"):
-        assets.append("prediction_performance")
-    return assets
-
-
-landing_zone_sensor = _feed_sensor(
-    "landing_zone_sensor", ["schedules", "weather"],
-    "New or changed schedule + weather files for a day -> ingestion, features (and scoring once a "
-    "champion is deployed) for exactly that day.", _landing_plan)
-outcomes_sensor = _feed_sensor(
-    "outcomes_sensor", ["outcomes"],
-    "A day's outcomes landed -> flight_outcomes, training_examples and, if the day was scored, "
-    "prediction_performance for that day.", _outcomes_plan)
+    inst = context.instance
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    fresh = cursor.get("v") != CURSOR_VERSION
+    if fresh:
+        cursor = {"v": CURSOR_VERSION, "files": {}, "pending": {}, "failed": {}, "waiting": [], "deployment": None}
+    files, state = scan(s.landing_uri, cursor["files"])
+    in_span = {d for feed in files.values() for d in feed if s.start <= d < s.end}
+    serving_now = serving(inst)
+    deployment = Deployment(serving_now.version, serving_now.data_end) if serving_now else None
+    if fresh:
+        candidates = set(in_span)
+    else:
+        changed = {k.rsplit("/", 1)[-1][:-4] for k, fp in state.items()
+                   if cursor["files"].get(k, {}).get("sha256") != fp["sha256"]}
+        candidates = (changed | set(cursor["pending"]) | set(cursor["waiting"])) & in_span
+        if serving_now and serving_now.storage_id != cursor["deployment"]:
+            candidates |= {d for d in in_span if d > serving_now.data_end}
+    # What became of the days requested before: in flight, done, or failed. A day whose run failed
+    # waits for one of its files to change (no retry loop on a bad file); a failed range is asked
+    # again day by day, so one bad day holds back only itself.
+    busy = busy_days(inst, set(DAILY_ASSETS), DAILY_JOBS) if candidates else set()
+    failed = {d: fp for d, fp in cursor["failed"].items() if d in in_span and fp == _day_fp(files, d)}
+    split: set[str] = set()
+    runs: dict[str, object] = {}
+    for day, req in list(cursor["pending"].items()):
+        if day in busy:
+            continue
+        run = runs.setdefault(req["key"], _run_by_key(inst, req["key"]))
+        if run is None or not run.is_finished:  # not created yet, queued or running
+            busy.add(day)
+            continue
+        del cursor["pending"][day]
+        if run.status != dg.DagsterRunStatus.SUCCESS and req["fp"] == _day_fp(files, day):
+            if req["days"] == 1:
+                failed[day] = req["fp"]
+            else:
+                split.add(day)
+    todo = candidates - busy - set(failed)
+    requests = []
+    if todo:
+        for g in plan(todo, files, _day_states(inst, todo), deployment):
+            parts = [Group(g.assets, (d,)) for d in g.days] if split & set(g.days) else [g]
+            for part in parts:
+                req = _request(part, files, deployment)
+                requests.append(req)
+                for d in part.days:
+                    cursor["pending"][d] = {"key": req.run_key, "fp": _day_fp(files, d), "days": len(part.days)}
+    if len(requests) > MAX_RUNS_PER_TICK:
+        context.log.info(f"{len(requests)} runs due; requesting {MAX_RUNS_PER_TICK} now, the rest next tick")
+        for req in requests[MAX_RUNS_PER_TICK:]:
+            for d, p in list(cursor["pending"].items()):
+                if p["key"] == req.run_key:
+                    del cursor["pending"][d]
+                    cursor["waiting"].append(d)
+        requests = requests[:MAX_RUNS_PER_TICK]
+    # outcomes that wait for their day's schedule and weather (their features) to land
+    waiting = {d for d in candidates if files["outcomes"].get(d)
+               and not (files["schedules"].get(d) and files["weather"].get(d))}
+    cursor.update(files=state, failed=failed, deployment=serving_now.storage_id if serving_now else None,
+                  waiting=sorted(waiting | {d for d in cursor["waiting"] if d not in cursor["pending"]} - set(failed)))
+    if not requests:
+        return dg.SensorResult(skip_reason=f"nothing due ({len(candidates)} day(s) looked at, {len(busy)} in flight, "
+                                           f"{len(failed)} failed and unchanged)", cursor=json.dumps(cursor))
+    context.log.info(f"{len(requests)} run(s) for {len(candidates)} day(s) looked at")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))

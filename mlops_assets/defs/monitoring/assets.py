@@ -4,12 +4,13 @@ performance once the day's outcomes have landed."""
 
 import dagster as dg
 
-from mlops_assets.defs.common import OWNERS, md_table
+from mlops_assets.defs.common import OWNERS, md_table, record_inputs
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, trailing_days, window_days
+from mlops_assets.defs.resources import LakeStorage, MlflowTracking
+from mlops_assets.settings import get_settings
 
 DRIFT_WINDOW_DAYS = 7
-from mlops_assets.defs.resources import LakeStorage, MlflowTracking
 
 
 @dg.asset(
@@ -28,8 +29,11 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
     of the 7 days ending with the day against the champion's training reference, stored with the
     model at training time.  (One day alone is always 'drifted': its weather and weekday are one
     point of the training window's range.)"""
+    import pandas as pd
+
     from mlops_assets.lib import registry
     from mlops_assets.lib.drift import PSI_MAJOR, drift_report
+    from mlops_assets.lib.storage import digest
 
     mlflow.experiment_id()
     champ = registry.alias_version(registry.CHAMPION)
@@ -40,15 +44,29 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
     lk = lake.lake()
     last = None
     worst = 0.0
+    inputs = {}
+    code = get_settings().code_version
+    read: dict[str, tuple] = {}  # each day's features read once, though up to 7 windows hold it
     for day in window_days(context):
-        window = [d for d in trailing_days(day, DRIFT_WINDOW_DAYS) if lk.has("flight_features", d)]
-        rep = drift_report(ref, lk.read_many("flight_features", window))
+        window = [d for d in trailing_days(day, DRIFT_WINDOW_DAYS) if d in read or lk.has("flight_features", d)]
+        if not window:
+            raise dg.Failure(description=f"feature_drift {day}: no flight_features partition in the 7 days ending "
+                                         "with it; materialise them first")
+        for d in [d for d in read if d < window[0]]:  # out of every later window
+            del read[d]
+        for d in window:
+            if d not in read:
+                read[d] = lk.read_fp("flight_features", d)
+        feats = pd.concat([read[d][0] for d in window], ignore_index=True)
+        inputs[day] = {"input_fingerprint": digest(*(f"{d}:{read[d][1]}" for d in window), f"model:{version}", code)}
+        rep = drift_report(ref, feats)
         rep.insert(0, "date", day)
         rep["window"] = f"{window[0]}..{window[-1]}"
         rep["model_version"] = version
         lk.write("feature_drift", day, rep)
         worst = max(worst, float(rep["psi"].max()))
         last = rep
+    record_inputs(context, inputs)
     top = last.sort_values("psi", ascending=False).head(8)
     return dg.MaterializeResult(metadata={
         "max_psi": dg.MetadataValue.float(worst),
@@ -78,12 +96,15 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
 
     from mlops_assets.lib.features import LABEL
     from mlops_assets.lib.metrics import classification_metrics
+    from mlops_assets.lib.storage import digest
 
     lk = lake.lake()
-    rows = []
+    rows, inputs = [], {}
+    code = get_settings().code_version
     for day in window_days(context):
-        pred = lk.read("flight_delay_predictions", day)
-        ex = lk.read("training_examples", day, columns=["flight_id", LABEL, "status"])
+        pred, pred_sha = lk.read_fp("flight_delay_predictions", day)
+        ex, ex_sha = lk.read_fp("training_examples", day, columns=["flight_id", LABEL, "status"])
+        inputs[day] = {"input_fingerprint": digest(pred_sha, ex_sha, code)}
         j = pred.merge(ex, on="flight_id", how="inner", validate="one_to_one")
         j = j[j[LABEL].notna()]
         for version, g in j.groupby("model_version"):
@@ -92,6 +113,7 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
     perf = pd.DataFrame(rows)
     for day, g in perf.groupby("date"):
         lk.write("prediction_performance", day, g.reset_index(drop=True))
+    record_inputs(context, inputs)
     last = perf.iloc[-1]
     return dg.MaterializeResult(metadata={
         "roc_auc": dg.MetadataValue.float(float(last["roc_auc"])),

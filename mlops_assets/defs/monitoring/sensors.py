@@ -1,8 +1,11 @@
 """Sensors that watch the live model and the platform.
 
-* ``model_health_sensor``: reads the latest ``prediction_performance`` and ``feature_drift``
-  partitions and requests the training job for the latest complete week when the champion has
-  decayed (``lib.health.assess``); the run's tags say why; at most one request per week.
+* ``model_health_sensor``: carries out the retraining policy (``MLOPS_RETRAIN_POLICY``,
+  ``lib.health.decide``): cold start when nothing serves yet, then every complete week
+  (``weekly``), never (``frozen``), or when the verdict on the champion's own last labelled days
+  says it decayed (``health``, ``lib.health.assess``). Simulated time is the data's: a week is
+  complete when its seven days are labelled. The run's tags say why; at most one request per
+  week. Each verdict is recorded as an observation of that day's ``prediction_performance``.
 * ``run_failure_alert``: POSTs a JSON alert for every failed run to ``MLOPS_ALERT_WEBHOOK_URL``
   (logs it when no URL is set).
 * ``close_mlflow_runs_of_failed_runs`` / ``..._of_canceled_runs``: a training run that failed or
@@ -19,76 +22,116 @@ import dagster as dg
 
 from mlops_assets.defs.ingestion.sensors import INTERVAL
 from mlops_assets.defs.jobs import training_job
-from mlops_assets.defs.partitions import week_days
+from mlops_assets.defs.observed import IN_FLIGHT, MATERIALIZATION, serving
 from mlops_assets.settings import get_settings
 
 
 
-def _recent_partitions(context, asset: str, n: int) -> list[str]:
-    return sorted(context.instance.get_materialized_partitions(dg.AssetKey(asset)))[-n:]
+def _labelled_window(lake, days: list[str]):
+    """The champion's labelled predictions of ``days`` (those with both), and their drift rows."""
+    import pandas as pd
+
+    from mlops_assets.lib.features import CALENDAR_FEATURES, LABEL
+
+    frames, drift = [], []
+    for day in days:
+        if lake.has("flight_delay_predictions", day) and lake.has("training_examples", day):
+            pred = lake.read("flight_delay_predictions", day, columns=["flight_id", "delay_probability", "model_version"])
+            ex = lake.read("training_examples", day, columns=["flight_id", LABEL])
+            j = pred.merge(ex, on="flight_id", validate="one_to_one")
+            frames.append(j[j[LABEL].notna()].assign(date=day))
+        if lake.has("feature_drift", day):
+            d = lake.read("feature_drift", day, columns=["date", "feature", "psi"])
+            drift += d[~d["feature"].isin(CALENDAR_FEATURES)].to_dict("records")
+    scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["flight_id", "delay_probability", "model_version", LABEL, "date"])
+    return scored, drift
 
 
-def _holdout_by_version(context) -> dict[str, dict[str, float]]:
-    """Holdout metrics of every registered version, from the challenger's materialisations."""
-    out = {}
-    for rec in context.instance.fetch_materializations(dg.AssetKey("challenger"), limit=200).records:
-        md = rec.asset_materialization.metadata
-        if "model_version" in md and "holdout_roc_auc" in md:
-            out[str(md["model_version"].value)] = {
-                "roc_auc": float(md["holdout_roc_auc"].value),
-                "log_loss": float(md["holdout_log_loss"].value) if "holdout_log_loss" in md else float("nan"),
-            }
-    return out
-
-
-def latest_complete_week(labelled_days: set[str]) -> str | None:
-    """The latest weekly partition all of whose 7 days have labelled examples."""
-    if not labelled_days:
-        return None
-    d = date.fromisoformat(max(labelled_days))
-    monday = d - timedelta(days=d.weekday())
-    for _ in range(60):
-        if all(x in labelled_days for x in week_days(monday.isoformat())) and monday.isoformat() >= get_settings().start:
-            return monday.isoformat()
-        monday -= timedelta(days=7)
-    return None
+def _verdict_metadata(verdict) -> dict:
+    md = {"health_verdict": verdict.status, "health_reason": verdict.reason[:1000],
+          "health_model_version": verdict.version or "none", "health_days": ",".join(verdict.days)}
+    md.update({f"health_{k}": dg.MetadataValue.float(float(v)) for k, v in verdict.metrics.items()})
+    return md
 
 
 @dg.sensor(
     job=training_job,
     minimum_interval_seconds=INTERVAL,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Requests retraining for the latest complete week when live performance or drift "
-                "says the champion decayed (MLOPS_HEALTH_* settings).",
+    description="Carries out MLOPS_RETRAIN_POLICY: cold start (every policy), then every complete week "
+                "(weekly) or when the model-health verdict says the champion decayed (health); the verdict "
+                "of each newly labelled day is recorded on that day's prediction_performance.",
 )
 def model_health_sensor(context: dg.SensorEvaluationContext):
-    from mlops_assets.lib.health import HealthPolicy, assess
+    from mlops_assets.lib.health import (HealthPolicy, HealthVerdict, assess, decide, first_full_week,
+                                         latest_complete_week)
+    from mlops_assets.lib.landing import days_of_range
     from mlops_assets.lib.storage import Lake
 
-    policy = HealthPolicy.from_settings(get_settings())
-    lake = Lake(get_settings().lake_uri)
-    perf_days = _recent_partitions(context, "prediction_performance", policy.days)
-    drift_days = _recent_partitions(context, "feature_drift", policy.days)
-    perf = lake.read_many("prediction_performance", perf_days, missing_ok=True)
-    drift = lake.read_many("feature_drift", drift_days, missing_ok=True)
-    from mlops_assets.lib.features import CALENDAR_FEATURES
+    s = get_settings()
+    inst = context.instance
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if cursor.get("v") != 2:
+        cursor = {"v": 2, "labelled": [], "examples_id": None, "performance_id": None, "serving_id": None,
+                  "verdict": None, "requested": []}
+    # Labelled days: only the materialisations since the last tick are read.
+    new = inst.get_latest_storage_id_by_partition(dg.AssetKey("training_examples"), MATERIALIZATION,
+                                                  after_cursor=cursor["examples_id"])
+    labelled = set(cursor["labelled"]) | set(new)
+    if new:
+        cursor["examples_id"] = max([*new.values(), cursor["examples_id"] or 0])
+    if labelled:  # five weeks are enough to find the latest complete one
+        oldest = (date.fromisoformat(max(labelled)) - timedelta(days=35)).isoformat()
+        labelled = {d for d in labelled if d >= oldest}
+    cursor["labelled"] = sorted(labelled)
+    complete = latest_complete_week(labelled, not_before=first_full_week(s.start, s.train_weeks))
 
-    if len(drift):
-        drift = drift[~drift["feature"].isin(CALENDAR_FEATURES)]
-    verdict = assess(perf.to_dict("records") if len(perf) else [], drift.to_dict("records") if len(drift) else [],
-                     _holdout_by_version(context), policy)
-    if not verdict.retrain:
-        return dg.SkipReason(f"healthy over {perf_days[:1]}..{perf_days[-1:]}: {verdict.reason}")
-    week = latest_complete_week(set(context.instance.get_materialized_partitions(dg.AssetKey("training_examples"))))
-    if week is None:
-        return dg.SkipReason(f"decayed ({verdict.reason}) but no complete week of labelled examples to train on")
-    context.log.info(f"requesting retraining for week {week}: {verdict.reason}")
-    return dg.RunRequest(
-        run_key=f"retrain:{week}",  # at most one request per week partition
-        partition_key=week,
-        tags={"mlops/trigger": "model_health_sensor", "mlops/retrain_reason": verdict.reason[:1000],
-              "mlops/health_days": ",".join(verdict.days)},
-    )
+    srv = serving(inst)
+    policy = HealthPolicy.from_settings(s)
+    events = []
+    perf_new = inst.get_latest_storage_id_by_partition(dg.AssetKey("prediction_performance"), MATERIALIZATION,
+                                                       after_cursor=cursor["performance_id"])
+    if perf_new:
+        cursor["performance_id"] = max([*perf_new.values(), cursor["performance_id"] or 0])
+    known = [*perf_new, *([cursor["verdict"]["last"]] if cursor["verdict"] else [])]
+    if srv is not None and known and (perf_new or srv.storage_id != cursor["serving_id"]):
+        last = max(known)
+        first = (date.fromisoformat(last) - timedelta(days=policy.days - 1)).isoformat()
+        scored, drift = _labelled_window(Lake(s.lake_uri), days_of_range(first, last))
+        verdict = assess(scored, srv.version, srv.holdout, drift, policy)
+        cursor["serving_id"] = srv.storage_id
+        cursor["verdict"] = {"status": verdict.status, "reasons": list(verdict.reasons), "days": list(verdict.days),
+                             "version": verdict.version, "last": last}
+        events.append(dg.AssetObservation(asset_key="prediction_performance", partition=last,
+                                          metadata=_verdict_metadata(verdict)))
+        context.log.info(f"v{srv.version} on {last}: {verdict.reason}")
+    v = cursor["verdict"]
+    verdict = HealthVerdict(v["status"], tuple(v["reasons"]), tuple(v["days"]), v["version"]) \
+        if v and srv is not None and v["version"] == srv.version else None
+
+    decision = decide(s.retrain_policy, complete_week=complete, champion_week=srv.week if srv else None,
+                      verdict=verdict)
+    requests, skip = [], None
+    if decision is None:
+        skip = (f"{s.retrain_policy}: nothing to train (latest complete week {complete}, "
+                f"serving {'v' + srv.version if srv else 'nothing'}; {verdict.reason if verdict else 'no verdict yet'})")
+    elif decision.week in cursor["requested"]:
+        skip = f"{s.retrain_policy}: week {decision.week} already requested"
+    elif inst.get_run_records(dg.RunsFilter(job_name=training_job.name, statuses=IN_FLIGHT,
+                                            tags={"mlops/trigger": "model_health_sensor"}), limit=1):
+        skip = f"{s.retrain_policy}: week {decision.week} is due; waiting for the training run in flight"
+    else:
+        cursor["requested"] = [*cursor["requested"], decision.week][-10:]
+        context.log.info(f"requesting training for week {decision.week} ({decision.kind}): {decision.reason}")
+        requests.append(dg.RunRequest(
+            run_key=f"train:{decision.week}",  # at most one training per week partition
+            partition_key=decision.week,
+            tags={"mlops/trigger": "model_health_sensor", "mlops/retrain_policy": s.retrain_policy,
+                  "mlops/retrain_kind": decision.kind, "mlops/retrain_reason": decision.reason[:1000],
+                  "mlops/health_days": ",".join(verdict.days) if verdict and decision.kind == "health" else ""},
+        ))
+    return dg.SensorResult(run_requests=requests, skip_reason=skip, cursor=json.dumps(cursor), asset_events=events)
 
 
 def alert_payload(context: dg.RunFailureSensorContext, ui_url: str) -> dict:

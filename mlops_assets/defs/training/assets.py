@@ -53,12 +53,15 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
                         "materialise them first (their outcomes land a day later)")
     present = [d for d in days if lk.has("training_examples", d)]
     with measure() as usage:
-        examples = lk.read_many("training_examples", present)
+        examples, shas = lk.read_many_fp("training_examples", present)
         ts = make_training_set(examples, shuffle_labels_seed=config.shuffle_seed if config.shuffle_labels else None,
                                break_features=tuple(config.break_features))
         path = lk.write("training_set", week, ts)
     counts = ts["split"].value_counts().to_dict()
+    from mlops_assets.lib.storage import digest
+
     context.add_output_metadata({
+        "input_fingerprint": digest(*(f"{d}:{shas[d]}" for d in present), config.model_dump_json(), _s.code_version),
         "dagster/row_count": len(ts),
         "train_rows": int(counts.get("train", 0)),
         "valid_rows": int(counts.get("valid", 0)),

@@ -1,0 +1,401 @@
+"""The year report (``mlops-year``): what each policy's platform did, read back from its home.
+
+Every number comes from what the platform itself holds, so anyone can check it:
+
+* live ROC AUC and log loss per week: the week's predictions (lake) joined with its labels,
+  pooled over the week's flights; the mean over weeks 2013-03-04..2013-12-23;
+* serving version: the version that made most of the week's predictions;
+* drift alarms: the week's ``feature_drift`` rows at level ``major``;
+* health verdict: the model-health sensor's observations on ``prediction_performance``;
+* trainings, gate decisions, promotions: training runs, ``challenger`` and ``champion``
+  materialisations (the instance), cross-checked with the MLflow registry;
+* runs launched, failed, duplicate (same job, assets and partitions as an earlier successful
+  run, from the same inputs) and redundant (at least one partition materialised from inputs
+  identical to its previous materialisation's, by the ``input_fingerprint`` each records);
+* cost: wall and CPU seconds per step (measured by ``mlops-year``), sensor tick durations and
+  run launch latency (the instance), the instance's size.
+
+A run counts in the simulated week of the last day of the step during which it was launched.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter, defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AUC_WEEKS = ("2013-03-04", "2013-12-23")
+DAILY_FINGERPRINTED = ("raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples",
+                       "flight_delay_predictions", "feature_drift", "prediction_performance", "training_set")
+TARGETS = {"health_vs_weekly": -0.005, "health_vs_frozen": 0.04, "health_training_share": 0.5, "flat_ratio": 1.2}
+
+
+def monday(day: str) -> str:
+    d = date.fromisoformat(day)
+    return (d - timedelta(days=d.weekday())).isoformat()
+
+
+def _median(xs) -> float:
+    xs = [x for x in xs if x == x]
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def live_by_week(lake_root: Path) -> pd.DataFrame:
+    """Per week: pooled live ROC AUC, log loss, flights, serving version(s)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rows = []
+    pred_dir, ex_dir = lake_root / "flight_delay_predictions", lake_root / "training_examples"
+    frames = []
+    for f in sorted(pred_dir.glob("*.parquet")) if pred_dir.exists() else []:
+        ex = ex_dir / f.name
+        if not ex.exists():
+            continue
+        p = pd.read_parquet(f, columns=["flight_id", "delay_probability", "model_version"])
+        y = pd.read_parquet(ex, columns=["flight_id", "label"])
+        j = p.merge(y, on="flight_id")
+        frames.append(j[j["label"].notna()].assign(date=f.stem))
+    if not frames:
+        return pd.DataFrame(columns=["week", "live_auc", "live_log_loss", "flights", "serving_version", "versions"])
+    allp = pd.concat(frames, ignore_index=True)
+    allp["week"] = allp["date"].map(monday)
+    for week, g in allp.groupby("week"):
+        y, p = g["label"].to_numpy(float), np.clip(g["delay_probability"].to_numpy(float), 1e-7, 1 - 1e-7)
+        versions = Counter(g["model_version"].astype(str))
+        rows.append({"week": week, "live_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+                     "live_log_loss": float(log_loss(y, p, labels=[0, 1])), "flights": int(len(g)),
+                     "serving_version": versions.most_common(1)[0][0],
+                     "versions": ",".join(sorted(versions, key=int))})
+    return pd.DataFrame(rows)
+
+
+def drift_by_week(lake_root: Path) -> dict[str, dict]:
+    d = lake_root / "feature_drift"
+    out: dict[str, dict] = defaultdict(lambda: {"drift_alarms": 0, "drift_alarm_days": 0})
+    for f in sorted(d.glob("*.parquet")) if d.exists() else []:
+        rep = pd.read_parquet(f, columns=["feature", "level"])
+        n = int((rep["level"] == "major").sum())
+        w = out[monday(f.stem)]
+        w["drift_alarms"] += n
+        w["drift_alarm_days"] += int(n > 0)
+    return out
+
+
+def _all(fetch, key, **kw) -> list:
+    """Every record of a paginated instance query (10,000 at a time), oldest first."""
+    out, cursor = [], None
+    while True:
+        res = fetch(key, limit=10_000, cursor=cursor, ascending=True, **kw)
+        out += res.records
+        if not res.has_more:
+            return out
+        cursor = res.cursor
+
+
+def _steps_by_run(state: dict) -> tuple[dict[str, int], list[dict]]:
+    run_step = {}
+    for i, st in enumerate(state["steps"]):
+        for r in st["runs"]:
+            run_step[r] = i
+    return run_step, state["steps"]
+
+
+def _ticks(inst, names=("landing_zone_sensor", "model_health_sensor")) -> list[tuple[float, float]]:
+    """(start, seconds) of every finished tick of the replay's sensors."""
+    out = []
+    for st in inst.all_instigator_state():
+        if st.instigator_type.value != "SENSOR" or st.instigator_name not in names:
+            continue
+        for t in inst.get_ticks(st.instigator_origin_id, st.selector_id, limit=100_000):
+            if t.end_timestamp:
+                out.append((t.timestamp, t.end_timestamp - t.timestamp))
+    return out
+
+
+def policy_report(home: Path, state: dict) -> dict:
+    import dagster as dg
+    from mlflow import MlflowClient
+
+    from mlops_assets.settings import MODEL_NAME
+
+    run_step, steps = _steps_by_run(state)
+    step_week = [monday(st["last"]) for st in steps]
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
+        runs = [r for r in inst.get_run_records()]
+        by_id = {r.dagster_run.run_id: r for r in runs}
+        # materialisations with their input fingerprints, in order
+        redundant: set[str] = set()
+        fps_by_run: dict[str, list] = defaultdict(list)
+        for asset in DAILY_FINGERPRINTED:
+            last: dict[str, str] = {}
+            recs = _all(inst.fetch_materializations, dg.AssetKey(asset))
+            for rec in recs:
+                md = rec.asset_materialization.metadata
+                fp = str(md["input_fingerprint"].value) if "input_fingerprint" in md else None
+                fps_by_run[rec.run_id].append((asset, rec.partition_key, fp))
+                if fp is not None and last.get(rec.partition_key) == fp:
+                    redundant.add(rec.run_id)
+                if fp is not None:
+                    last[rec.partition_key] = fp
+        gates = {rec.run_id: (rec.partition_key, str(rec.asset_materialization.metadata["gate_decision"].value))
+                 for rec in _all(inst.fetch_materializations, dg.AssetKey("challenger"))
+                 if "gate_decision" in rec.asset_materialization.metadata}
+        promotions = {rec.run_id: (rec.partition_key, str(rec.asset_materialization.metadata["model_version"].value))
+                      for rec in _all(inst.fetch_materializations, dg.AssetKey("champion"))
+                      if rec.run_id and "model_version" in rec.asset_materialization.metadata}
+        verdicts = {}
+        for rec in _all(inst.fetch_observations, dg.AssetKey("prediction_performance")):
+            md = rec.asset_observation.metadata
+            if "health_verdict" in md:
+                verdicts[rec.partition_key] = (str(md["health_verdict"].value), str(md["health_reason"].value))
+        ticks = _ticks(inst)
+        instance_bytes = steps[-1]["instance_bytes"] if steps else 0
+    # duplicates: same job, assets, partitions and inputs as an earlier successful run
+    seen, duplicate = set(), set()
+    for r in sorted(runs, key=lambda r: r.create_timestamp):
+        run = r.dagster_run
+        sig = (run.job_name, tuple(sorted(k.to_user_string() for k in run.asset_selection or ())),
+               run.tags.get("dagster/partition"), run.tags.get("dagster/asset_partition_range_start"),
+               run.tags.get("dagster/asset_partition_range_end"), tuple(sorted(map(str, fps_by_run[run.run_id]))))
+        if sig in seen:
+            duplicate.add(run.run_id)
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            seen.add(sig)
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'", max_results=10_000)
+    registry_promotions = sum(1 for v in versions if v.tags.get("promoted_at"))
+
+    live = live_by_week(home / "lake").set_index("week") if (home / "lake").exists() else pd.DataFrame()
+    drift = drift_by_week(home / "lake")
+    weeks = sorted({monday(st["last"]) for st in steps} | set(live.index))
+    week_rows = []
+    for w in weeks:
+        idx = [i for i, sw in enumerate(step_week) if sw == w]
+        wruns = [by_id[r] for i in idx for r in steps[i]["runs"] if r in by_id]
+        trainings = [r for r in wruns if r.dagster_run.job_name == "training_job"]
+        days = [(date.fromisoformat(w) + timedelta(days=k)).isoformat() for k in range(7)]
+        wverd = [verdicts[d] for d in days if d in verdicts]
+        lv = live.loc[w] if w in live.index else None
+        week_rows.append({
+            "week": w,
+            "serving_version": str(lv["serving_version"]) if lv is not None else "none",
+            "versions": str(lv["versions"]) if lv is not None else "",
+            "live_auc": float(lv["live_auc"]) if lv is not None else float("nan"),
+            "live_log_loss": float(lv["live_log_loss"]) if lv is not None else float("nan"),
+            "flights": int(lv["flights"]) if lv is not None else 0,
+            **drift.get(w, {"drift_alarms": 0, "drift_alarm_days": 0}),
+            "health_verdict": wverd[-1][0] if wverd else "none",
+            "health_decayed_days": sum(v[0] == "decayed" for v in wverd),
+            "health_reason": wverd[-1][1] if wverd else "",
+            "trainings": len(trainings),
+            "trained_weeks": ",".join(r.dagster_run.tags.get("dagster/partition", "") for r in trainings),
+            "retrain_kinds": ",".join(r.dagster_run.tags.get("mlops/retrain_kind", "manual") for r in trainings),
+            "gate_decisions": [gates[r.dagster_run.run_id][1] for r in trainings if r.dagster_run.run_id in gates],
+            "promotions": sum(1 for r in wruns if r.dagster_run.run_id in promotions),
+            "promoted_versions": ",".join(promotions[r.dagster_run.run_id][1] for r in wruns
+                                          if r.dagster_run.run_id in promotions),
+            "runs": len(wruns),
+            "failed": sum(1 for r in wruns if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS),
+            "duplicate": sum(1 for r in wruns if r.dagster_run.run_id in duplicate),
+            "redundant": sum(1 for r in wruns if r.dagster_run.run_id in redundant),
+            "wall_seconds": round(sum(steps[i]["wall_seconds"] for i in idx), 2),
+            "cpu_seconds": round(sum(steps[i]["cpu_seconds"] for i in idx), 2),
+            "simulated_days": sum(steps[i]["days"] for i in idx),
+        })
+    in_span = [r["live_auc"] for r in week_rows if AUC_WEEKS[0] <= r["week"] <= AUC_WEEKS[1] and r["live_auc"] == r["live_auc"]]
+
+    def per_day_wall(month: str) -> list[float]:
+        return [st["wall_seconds"] / st["days"] for st in steps if st["last"][5:7] == month]
+
+    def tick_ms(month: str) -> list[float]:
+        spans = [(st["finished_at"] - st["wall_seconds"], st["finished_at"]) for st in steps if st["last"][5:7] == month]
+        return [1000 * d for t, d in ticks if any(a <= t <= b for a, b in spans)]
+
+    def launch_s(month: str) -> list[float]:
+        ids = {r for i, st in enumerate(steps) if st["last"][5:7] == month for r in st["runs"]}
+        return [by_id[r].start_time - by_id[r].create_timestamp.timestamp() for r in ids
+                if r in by_id and by_id[r].start_time]
+
+    jan, dec = ("01", "12")
+    cost = {
+        "wall_per_simulated_day_median_january_s": _median(per_day_wall(jan)),
+        "wall_per_simulated_day_median_december_s": _median(per_day_wall(dec)),
+        "sensor_tick_median_january_ms": _median(tick_ms(jan)),
+        "sensor_tick_median_december_ms": _median(tick_ms(dec)),
+        "run_launch_median_january_s": _median(launch_s(jan)),
+        "run_launch_median_december_s": _median(launch_s(dec)),
+        "instance_mb_end": round(instance_bytes / 2**20, 1),
+        "instance_kb_per_simulated_day": round(instance_bytes / 1024 / max(1, sum(st["days"] for st in steps)), 1),
+    }
+    for k in ("wall_per_simulated_day", "sensor_tick", "run_launch"):
+        suffix = "_s" if k != "sensor_tick" else "_ms"
+        a, b = cost[f"{k}_median_january{suffix}"], cost[f"{k}_median_december{suffix}"]
+        cost[f"{k}_december_over_january"] = round(b / a, 3) if a == a and b == b and a > 0 else float("nan")
+    training_runs = [r for r in runs if r.dagster_run.job_name == "training_job"]
+    return {
+        "mean_weekly_live_auc": float(np.mean(in_span)) if in_span else float("nan"),
+        "weeks_averaged": len(in_span),
+        "training_runs": len(training_runs),
+        "promotions": len(promotions),
+        "registered_versions": len(versions),
+        "registry_promotions": registry_promotions,
+        "failed_runs": sum(1 for r in runs if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS),
+        "duplicate_runs": len(duplicate),
+        "redundant_runs": len(redundant),
+        "runs_launched": len(runs),
+        "wall_seconds": round(sum(st["wall_seconds"] for st in steps), 1),
+        "cpu_seconds": round(sum(st["cpu_seconds"] for st in steps), 1),
+        "simulated_days": sum(st["days"] for st in steps),
+        "step_days": state["step"],
+        "span": [state["from"], state["until"]],
+        "daemon_restarts": state.get("restarts", 0),
+        "cost": cost,
+        "weeks": week_rows,
+    }
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
+    colors = {"frozen": "#7f8c8d", "weekly": "#2e86c1", "health": "#c0392b"}
+    for name, p in report["policies"].items():
+        rows = [w for w in p["weeks"] if w["live_auc"] == w["live_auc"]]
+        x = pd.to_datetime([w["week"] for w in rows])
+        ax.plot(x, [w["live_auc"] for w in rows], marker=".", color=colors.get(name),
+                label=f"{name}: mean {p['mean_weekly_live_auc']:.3f}, {p['training_runs']} trainings")
+        tr = [w for w in rows if w["promotions"]]
+        ax.scatter(pd.to_datetime([w["week"] for w in tr]), [w["live_auc"] for w in tr], marker="^", s=40,
+                   color=colors.get(name), zorder=3)
+    ax.set_ylabel("live ROC AUC (week, pooled)")
+    ax.set_title("A year of operation: weekly live ROC AUC per retraining policy (triangles: a promotion that week)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _fmt(x, nd=4):
+    return "n/a" if x != x else f"{x:.{nd}f}"
+
+
+def _markdown(report: dict) -> str:
+    pols = report["policies"]
+    lines = ["# A year of unattended operation", "",
+             f"Command: `{report['command']}`  ", f"Span: {report['span'][0]}..{report['span'][1]}; "
+             f"settings: {json.dumps(report['settings'])}", "",
+             "Live ROC AUC is pooled over each week's labelled flights and averaged over the weeks "
+             f"{AUC_WEEKS[0]}..{AUC_WEEKS[1]}. Each run is counted in the simulated week during which it was launched.",
+             "", "## Totals", "",
+             "| policy | mean weekly live AUC | weeks | training runs | promotions | runs | failed | duplicate | redundant | wall s | CPU s | daemon restarts |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, p in pols.items():
+        lines.append(f"| {n} | {_fmt(p['mean_weekly_live_auc'])} | {p['weeks_averaged']} | {p['training_runs']} | "
+                     f"{p['promotions']} | {p['runs_launched']} | {p['failed_runs']} | {p['duplicate_runs']} | "
+                     f"{p['redundant_runs']} | {p['wall_seconds']:.0f} | {p['cpu_seconds']:.0f} | {p['daemon_restarts']} |")
+    lines += ["", "## Targets", ""]
+    for t in report["targets"]:
+        lines.append(f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['value']})")
+    lines += ["", "## Cost over the year (December against January)", "",
+              "| policy | wall per simulated day, Jan / Dec (s) | ratio | sensor tick, Jan / Dec (ms) | ratio | run launch, Jan / Dec (s) | ratio | instance at the end | per simulated day |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for n, p in pols.items():
+        c = p["cost"]
+        lines.append(
+            f"| {n} | {_fmt(c['wall_per_simulated_day_median_january_s'], 2)} / {_fmt(c['wall_per_simulated_day_median_december_s'], 2)} | "
+            f"{_fmt(c['wall_per_simulated_day_december_over_january'], 2)} | {_fmt(c['sensor_tick_median_january_ms'], 0)} / "
+            f"{_fmt(c['sensor_tick_median_december_ms'], 0)} | {_fmt(c['sensor_tick_december_over_january'], 2)} | "
+            f"{_fmt(c['run_launch_median_january_s'], 2)} / {_fmt(c['run_launch_median_december_s'], 2)} | "
+            f"{_fmt(c['run_launch_december_over_january'], 2)} | {c['instance_mb_end']} MB | {c['instance_kb_per_simulated_day']} KB |")
+    lines += ["", "## Week by week", "", "![live AUC](live_auc.png)", ""]
+    names = list(pols)
+    head = "| week | " + " | ".join(f"{n}: version / live AUC / trained / promoted" for n in names) + " |"
+    lines += [head, "|---|" + "---|" * len(names)]
+    weeks = sorted({w["week"] for p in pols.values() for w in p["weeks"]})
+    by = {n: {w["week"]: w for w in p["weeks"]} for n, p in pols.items()}
+    for wk in weeks:
+        cells = []
+        for n in names:
+            w = by[n].get(wk)
+            if w is None:
+                cells.append("")
+                continue
+            cells.append(f"v{w['serving_version']} / {_fmt(w['live_auc'], 3)} / "
+                         f"{w['trained_weeks'] or '-'} / {w['promoted_versions'] or '-'}")
+        lines.append(f"| {wk} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per policy, per week", ""]
+    for n, p in pols.items():
+        lines += [f"### {n}", "",
+                  "| week | serving | live AUC | log loss | flights | drift alarms (days) | health verdict | trainings | gate | promoted | runs | failed | dup | redundant | wall s | CPU s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for w in p["weeks"]:
+            gate = "; ".join(g.split(":")[0] for g in w["gate_decisions"]) or "-"
+            lines.append(
+                f"| {w['week']} | v{w['serving_version']} | {_fmt(w['live_auc'], 3)} | {_fmt(w['live_log_loss'], 3)} | "
+                f"{w['flights']} | {w['drift_alarms']} ({w['drift_alarm_days']}) | {w['health_verdict']}"
+                f"{' (' + str(w['health_decayed_days']) + 'd decayed)' if w['health_decayed_days'] else ''} | "
+                f"{w['trained_weeks'] or '-'} | {gate} | {w['promoted_versions'] or '-'} | {w['runs']} | {w['failed']} | "
+                f"{w['duplicate']} | {w['redundant']} | {w['wall_seconds']:.0f} | {w['cpu_seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _targets(pols: dict) -> list[dict]:
+    out = []
+    h, w, f = pols.get("health"), pols.get("weekly"), pols.get("frozen")
+    if h and w:
+        v = h["mean_weekly_live_auc"] - w["mean_weekly_live_auc"]
+        out.append({"target": "health mean weekly live AUC >= weekly's - 0.005", "value": f"{v:+.4f}",
+                    "met": v >= TARGETS["health_vs_weekly"]})
+        share = h["training_runs"] / max(1, w["training_runs"])
+        out.append({"target": "health trains at most 50% as often as weekly",
+                    "value": f"{h['training_runs']} / {w['training_runs']} = {share:.0%}",
+                    "met": share <= TARGETS["health_training_share"]})
+    if h and f:
+        v = h["mean_weekly_live_auc"] - f["mean_weekly_live_auc"]
+        out.append({"target": "health mean weekly live AUC >= frozen's + 0.04", "value": f"{v:+.4f}",
+                    "met": v >= TARGETS["health_vs_frozen"]})
+    for n, p in pols.items():
+        bad = {k: p[k] for k in ("failed_runs", "duplicate_runs", "redundant_runs")}
+        out.append({"target": f"{n}: 0 failed, 0 duplicate, 0 redundant runs", "value": json.dumps(bad),
+                    "met": not any(bad.values())})
+        c = p["cost"]
+        for k, label in (("wall_per_simulated_day", "wall time per simulated day"), ("sensor_tick", "sensor tick time")):
+            r = c[f"{k}_december_over_january"]
+            out.append({"target": f"{n}: median {label}, December <= 1.2x January", "value": _fmt(r, 2),
+                        "met": r == r and r <= TARGETS["flat_ratio"]})
+        if p["step_days"] == 7 and p["simulated_days"] >= 360:
+            out.append({"target": f"{n}: a full year at --step 7 in at most 30 minutes",
+                        "value": f"{p['wall_seconds'] / 60:.1f} min", "met": p["wall_seconds"] <= 1800})
+    return out
+
+
+def write_report(homes: dict[str, Path], states: dict[str, dict], out: Path, *, command: str) -> dict:
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    pols = {name: policy_report(Path(homes[name]), states[name]) for name in homes}
+    spans = [p["span"] for p in pols.values()]
+    report = {
+        "span": [min(a for a, _ in spans), max(b for _, b in spans)],
+        "command": command,
+        "settings": {"train_weeks": s.train_weeks, "trials": s.trials, "gate_min_auc": s.gate_min_auc,
+                     "gate_min_delta": s.gate_min_delta, "health_days": s.health_days,
+                     "health_calibration_gap": s.health_calibration_gap, "code_version": s.code_version},
+        "policies": pols,
+    }
+    report["targets"] = _targets(pols)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    _chart(report, out / "live_auc.png")
+    (out / "REPORT.md").write_text(_markdown(report))
+    return report
