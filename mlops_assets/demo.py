@@ -3,10 +3,10 @@
 1. replay the source system into the landing zone (``mlops-replay``);
 2. ingestion + features for the window, one single-run range backfill (``dagster asset materialize``);
 3. the weekly training job for two weeks (``dagster job execute``): the first gate runs with no
-   champion, the second against the champion the first promoted;
-4. the serving deployment of the champion;
-5. predictions, drift and live performance for the days after;
-6. a summary read back from MLflow and the lake.
+   champion, the second against the champion the first promoted; a week that promotes also
+   renders the serving deployment of its champion;
+4. predictions, drift and live performance for the days after;
+5. a summary read back from MLflow and the lake.
 
 Every step is a real Dagster run against the persistent instance in ``$DAGSTER_HOME``
 (``$MLOPS_HOME/dagster``), so ``make dev`` shows all of it in the UI afterwards.
@@ -98,7 +98,6 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
             args += ["-c", str(cfg)]
         rc, _ = _dagster(args, f"training_job week {week}", check=False)
         results[week] = rc
-    _dagster(["job", "execute", "-j", "deployment_job"], "deployment_job")
     _dagster(["asset", "materialize", "--select",
               "flight_delay_predictions,feature_drift,prediction_performance",
               "--partition-range", f"{p['score_first']}...{p['score_last']}"], "scoring + monitoring (range)")

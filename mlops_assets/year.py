@@ -50,12 +50,30 @@ class Platform:
         self.restarts = 0
 
     def start(self) -> None:
+        self._stop_leftover()
         log = open(self.home / "daemon.log", "a")
         self.proc = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
                                      cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.groups.add(self.proc.pid)
         (self.home / "daemon.pid").write_text(str(self.proc.pid))
+
+    def _stop_leftover(self) -> None:
+        """A daemon an interrupted ``mlops-year`` left running is stopped (its runs finish on their
+        own): two daemons must never serve one instance."""
+        import psutil
+
+        pid_file = self.home / "daemon.pid"
+        if self.proc is not None or not pid_file.exists():
+            return
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            if "dagster-daemon" in " ".join(p.cmdline()):
+                _log(f"stopping the daemon an earlier mlops-year left running (pid {pid})")
+                p.terminate()
+                p.wait(timeout=60)
+                self.groups.add(pid)
 
     def ensure_running(self) -> None:
         """A daemon that died (killed, crashed) is started again; the sensors' cursors and the
@@ -69,23 +87,56 @@ class Platform:
         import psutil
 
         out = [os.getpid()]
-        for pgid in self.groups:  # the daemon, its code server and the run workers, and any orphans
-            for p in psutil.process_iter(["pid"]):
-                with contextlib.suppress(psutil.Error):
-                    if os.getpgid(p.info["pid"]) == pgid:
-                        out.append(p.info["pid"])
+        for p in psutil.process_iter(["pid"]):  # the daemon, its code server and run workers, orphans
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(p.info["pid"]) in self.groups:
+                    out.append(p.info["pid"])
         return out
 
-    def stop(self) -> None:
-        for pgid in self.groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-        deadline = time.time() + 30
-        while time.time() < deadline and self.proc is not None and self.proc.poll() is None:
-            time.sleep(0.5)
-        for pgid in self.groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+    def stop(self, inst=None, grace_s: float = 120) -> None:
+        """Stop the daemon first (no new runs), let the runs in flight finish, then stop what is
+        left (the code server)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=60)
+        if inst is not None:
+            import dagster as dg
+
+            from mlops_assets.defs.observed import IN_FLIGHT
+
+            deadline = time.time() + grace_s
+            while time.time() < deadline and inst.get_run_records(
+                    dg.RunsFilter(statuses=[s for s in IN_FLIGHT if s.value != "QUEUED"]), limit=1):
+                time.sleep(1)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pgid in self.groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            time.sleep(1)
+
+
+def _reap_dead_runs(inst) -> list[str]:
+    """Runs recorded as started whose worker process is gone (the machine or the whole process
+    tree was killed): the default run launcher cannot tell, so they would stay STARTED for ever.
+    They are marked failed, so the sensors ask for their partitions again."""
+    import dagster as dg
+    import psutil
+
+    from mlops_assets.defs.observed import IN_FLIGHT
+
+    started = [r.dagster_run for r in inst.get_run_records(dg.RunsFilter(statuses=[
+        s for s in IN_FLIGHT if s.value in ("STARTING", "STARTED")]))]
+    if not started:
+        return []
+    cmdlines = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdlines.append(" ".join(p.info["cmdline"] or []))
+    dead = [r for r in started if not any(r.run_id in c for c in cmdlines)]
+    for r in dead:
+        inst.report_run_failed(r, "its run worker is gone (mlops-year was interrupted); marked failed on resume")
+    return [r.run_id for r in dead]
 
 
 class CpuMeter:
@@ -208,39 +259,44 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
     os.environ.update({k: env[k] for k in ("MLOPS_HOME", "DAGSTER_HOME")})
     platform = Platform(home, env)
     platform.start()
+    inst = dg.DagsterInstance.from_config(str(home / "dagster"))
     try:
         _start_sensors(home, env)
-        with dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
-            if done:
-                _log(f"{policy}: resuming after step {done}/{len(steps)} (up to {state['steps'][-1]['last']})")
-                _wait_quiet(inst, platform, time.time(), CpuMeter())
-            for i in range(done, len(steps)):
-                a, b = steps[i]
-                cpu = CpuMeter()
-                cpu.sample(platform.pids())
-                before = cpu.total()
-                t0 = time.time()
-                runs_before = {r.dagster_run.run_id for r in inst.get_run_records()}
-                # The source system: the days' schedules and weather, and the outcomes of the day
-                # before each (outcomes of `b` land with the next step).
-                replay(env_landing(home), b, a, outcomes_from=first)
-                _wait_quiet(inst, platform, t0, cpu)
-                wall = time.time() - t0
-                new_runs = sorted({r.dagster_run.run_id for r in inst.get_run_records()} - runs_before)
-                entry = {"first": a, "last": b, "days": (date.fromisoformat(b) - date.fromisoformat(a)).days + 1,
-                         "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu.total() - before, 2),
-                         "runs": new_runs, "instance_bytes": _dir_bytes(home / "dagster"),
-                         "finished_at": time.time()}
-                state["steps"].append(entry)
-                state["restarts"] = state.get("restarts", 0) + platform.restarts
-                platform.restarts = 0
-                tmp = state_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(state, indent=1))
-                os.replace(tmp, state_path)
-                _log(f"{policy} step {i + 1}/{len(steps)} {a}..{b}: {wall:.1f}s wall, "
-                     f"{entry['cpu_seconds']:.1f} CPU-s, {len(new_runs)} run(s)")
+        if done:
+            _log(f"{policy}: resuming after step {done}/{len(steps)} (up to {state['steps'][-1]['last']})")
+        reaped = _reap_dead_runs(inst)
+        if reaped:
+            _log(f"{policy}: {len(reaped)} run(s) had lost their worker; marked failed: {reaped}")
+        if done:
+            _wait_quiet(inst, platform, time.time(), CpuMeter())
+        for i in range(done, len(steps)):
+            a, b = steps[i]
+            cpu = CpuMeter()
+            cpu.sample(platform.pids())
+            before = cpu.total()
+            t0 = time.time()
+            runs_before = {r.dagster_run.run_id for r in inst.get_run_records()}
+            # The source system: the days' schedules and weather, and the outcomes of the day
+            # before each (outcomes of `b` land with the next step).
+            replay(env_landing(home), b, a, outcomes_from=first)
+            _wait_quiet(inst, platform, t0, cpu)
+            wall = time.time() - t0
+            new_runs = sorted({r.dagster_run.run_id for r in inst.get_run_records()} - runs_before)
+            entry = {"first": a, "last": b, "days": (date.fromisoformat(b) - date.fromisoformat(a)).days + 1,
+                     "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu.total() - before, 2),
+                     "runs": new_runs, "instance_bytes": _dir_bytes(home / "dagster"),
+                     "finished_at": time.time()}
+            state["steps"].append(entry)
+            state["restarts"] = state.get("restarts", 0) + platform.restarts
+            platform.restarts = 0
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, state_path)
+            _log(f"{policy} step {i + 1}/{len(steps)} {a}..{b}: {wall:.1f}s wall, "
+                 f"{entry['cpu_seconds']:.1f} CPU-s, {len(new_runs)} run(s)")
     finally:
-        platform.stop()
+        platform.stop(inst)
+        inst.dispose()
     return state
 
 

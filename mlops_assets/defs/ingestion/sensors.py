@@ -26,6 +26,7 @@ from mlops_assets.settings import get_settings
 
 INTERVAL = get_settings().sensor_interval_s
 MAX_RUNS_PER_TICK = 20
+MAX_RETRIES = 2  # a run that died without a step failing (killed worker, cancel) is asked again
 NAME = "landing_zone_sensor"
 DAILY_JOBS = {"ingestion_job", "features_job", "daily_data_job", "scoring_job", "performance_job"}
 CURSOR_VERSION = 3
@@ -49,11 +50,13 @@ def _day_states(instance, days):
     return {d: DayState(recorded[d], frozenset(have[d])) for d in days}
 
 
-def _request(group, files, deployment) -> dg.RunRequest:
+def _request(group, files, deployment, attempt: int = 0) -> dg.RunRequest:
     from mlops_assets.lib.storage import digest
 
     fps = [f"{d}:{files['schedules'].get(d)}:{files['weather'].get(d)}:{files['outcomes'].get(d)}" for d in group.days]
     key = f"{group.first}..{group.last}:{digest(*group.assets, *fps, deployment.version if deployment else '-')}"
+    if attempt:
+        key += f":retry{attempt}"
     tags = {"mlops/trigger": NAME}
     if len(group.days) > 1:  # one run for the range: every daily asset has a single-run backfill policy
         tags.update({"dagster/asset_partition_range_start": group.first, "dagster/asset_partition_range_end": group.last})
@@ -107,6 +110,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext):
     busy = busy_days(inst, set(DAILY_ASSETS), DAILY_JOBS) if candidates else set()
     failed = {d: fp for d, fp in cursor["failed"].items() if d in in_span and fp == _day_fp(files, d)}
     split: set[str] = set()
+    retry: dict[str, int] = {}
     runs: dict[str, object] = {}
     for day, req in list(cursor["pending"].items()):
         if day in busy:
@@ -116,21 +120,26 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext):
             busy.add(day)
             continue
         del cursor["pending"][day]
-        if run.status != dg.DagsterRunStatus.SUCCESS and req["fp"] == _day_fp(files, day):
-            if req["days"] == 1:
-                failed[day] = req["fp"]
-            else:
-                split.add(day)
+        if run.status == dg.DagsterRunStatus.SUCCESS or req["fp"] != _day_fp(files, day):
+            continue
+        if run.tags.get("dagster/failure_reason") != "STEP_FAILURE" and req.get("attempt", 0) < MAX_RETRIES:
+            retry[day] = req.get("attempt", 0) + 1  # the run died (a killed worker, a cancel): ask again
+        elif req["days"] == 1:
+            failed[day] = req["fp"]  # its data failed its checks: wait for a file to change
+        else:
+            split.add(day)
     todo = candidates - busy - set(failed)
     requests = []
     if todo:
         for g in plan(todo, files, _day_states(inst, todo), deployment):
             parts = [Group(g.assets, (d,)) for d in g.days] if split & set(g.days) else [g]
             for part in parts:
-                req = _request(part, files, deployment)
+                attempt = max((retry.get(d, 0) for d in part.days), default=0)
+                req = _request(part, files, deployment, attempt)
                 requests.append(req)
                 for d in part.days:
-                    cursor["pending"][d] = {"key": req.run_key, "fp": _day_fp(files, d), "days": len(part.days)}
+                    cursor["pending"][d] = {"key": req.run_key, "fp": _day_fp(files, d), "days": len(part.days),
+                                            "attempt": attempt}
     if len(requests) > MAX_RUNS_PER_TICK:
         context.log.info(f"{len(requests)} runs due; requesting {MAX_RUNS_PER_TICK} now, the rest next tick")
         for req in requests[MAX_RUNS_PER_TICK:]:

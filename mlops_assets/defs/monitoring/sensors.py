@@ -48,6 +48,10 @@ def _labelled_window(lake, days: list[str]):
     return scored, drift
 
 
+def _train_key(week: str, attempt: int) -> str:
+    return f"train:{week}" + (f":retry{attempt}" if attempt else "")
+
+
 def _verdict_metadata(verdict) -> dict:
     md = {"health_verdict": verdict.status, "health_reason": verdict.reason[:1000],
           "health_model_version": verdict.version or "none", "health_days": ",".join(verdict.days)}
@@ -72,9 +76,9 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
     s = get_settings()
     inst = context.instance
     cursor = json.loads(context.cursor) if context.cursor else {}
-    if cursor.get("v") != 2:
-        cursor = {"v": 2, "labelled": [], "examples_id": None, "performance_id": None, "serving_id": None,
-                  "verdict": None, "requested": []}
+    if cursor.get("v") != 3:
+        cursor = {"v": 3, "labelled": [], "examples_id": None, "performance_id": None, "serving_id": None,
+                  "verdict": None, "requested": {}}
     # Labelled days: only the materialisations since the last tick are read.
     new = inst.get_latest_storage_id_by_partition(dg.AssetKey("training_examples"), MATERIALIZATION,
                                                   after_cursor=cursor["examples_id"])
@@ -113,19 +117,30 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
     decision = decide(s.retrain_policy, complete_week=complete, champion_week=srv.week if srv else None,
                       verdict=verdict)
     requests, skip = [], None
+    requested = dict(cursor["requested"])
+    attempt = 0
+    if decision is not None and decision.week in requested:
+        # asked already; ask again only if that run died without a step failing (a killed worker)
+        key = _train_key(decision.week, requested[decision.week])
+        recs = inst.get_run_records(dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        run = recs[0].dagster_run if recs else None
+        if (run is not None and run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS
+                and run.tags.get("dagster/failure_reason") != "STEP_FAILURE" and requested[decision.week] < 2):
+            attempt = requested[decision.week] + 1
+        else:
+            skip = f"{s.retrain_policy}: week {decision.week} already requested"
     if decision is None:
         skip = (f"{s.retrain_policy}: nothing to train (latest complete week {complete}, "
                 f"serving {'v' + srv.version if srv else 'nothing'}; {verdict.reason if verdict else 'no verdict yet'})")
-    elif decision.week in cursor["requested"]:
-        skip = f"{s.retrain_policy}: week {decision.week} already requested"
-    elif inst.get_run_records(dg.RunsFilter(job_name=training_job.name, statuses=IN_FLIGHT,
-                                            tags={"mlops/trigger": "model_health_sensor"}), limit=1):
+    elif skip is None and inst.get_run_records(dg.RunsFilter(job_name=training_job.name, statuses=IN_FLIGHT,
+                                                             tags={"mlops/trigger": "model_health_sensor"}), limit=1):
         skip = f"{s.retrain_policy}: week {decision.week} is due; waiting for the training run in flight"
-    else:
-        cursor["requested"] = [*cursor["requested"], decision.week][-10:]
+    elif skip is None:
+        requested[decision.week] = attempt
+        cursor["requested"] = dict(sorted(requested.items())[-10:])
         context.log.info(f"requesting training for week {decision.week} ({decision.kind}): {decision.reason}")
         requests.append(dg.RunRequest(
-            run_key=f"train:{decision.week}",  # at most one training per week partition
+            run_key=_train_key(decision.week, attempt),  # at most one training per week partition
             partition_key=decision.week,
             tags={"mlops/trigger": "model_health_sensor", "mlops/retrain_policy": s.retrain_policy,
                   "mlops/retrain_kind": decision.kind, "mlops/retrain_reason": decision.reason[:1000],
