@@ -167,6 +167,29 @@ def _sensor_states(inst) -> dict:
     return {s.instigator_name: s for s in inst.all_instigator_state() if s.instigator_type.value == "SENSOR"}
 
 
+def _sensor_cursors(inst) -> dict:
+    return {n: st.instigator_data.cursor if st.instigator_data else None
+            for n, st in _sensor_states(inst).items() if n in SENSORS}
+
+
+def _time_sensors(inst, cursors: dict) -> dict:
+    """The sensors' own work for a step, timed in this process without the daemon's scheduling
+    and gRPC around it: each evaluated with its cursor from before the step's landing, so it
+    looks at the same new files and days the first tick after the landing did (its requests are
+    discarded). What grows with history shows here, undisturbed by the runs."""
+    import dagster as dg
+
+    from mlops_assets.defs.ingestion.sensors import landing_zone_sensor
+    from mlops_assets.defs.monitoring.sensors import model_health_sensor
+
+    out = {}
+    for name, fn in (("landing_zone_sensor", landing_zone_sensor), ("model_health_sensor", model_health_sensor)):
+        t0 = time.perf_counter()
+        fn(dg.build_sensor_context(instance=inst, cursor=cursors.get(name)))
+        out[name] = round((time.perf_counter() - t0) * 1000, 1)
+    return out
+
+
 def _latest_tick(inst, state):
     ticks = inst.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
     return ticks[0] if ticks else None
@@ -256,7 +279,11 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
     if not cfg.exists():
         cfg.write_text(DAGSTER_YAML)
     env = _home_env(home, policy, interval)
-    os.environ.update({k: env[k] for k in ("MLOPS_HOME", "DAGSTER_HOME")})
+    # this process evaluates the sensors too (_time_sensors): the home's settings, not the last one's
+    os.environ.update({k: env[k] for k in ("MLOPS_HOME", "DAGSTER_HOME", "MLOPS_RETRAIN_POLICY")})
+    from mlops_assets.settings import get_settings
+
+    get_settings.cache_clear()
     platform = Platform(home, env)
     platform.start()
     inst = dg.DagsterInstance.from_config(str(home / "dagster"))
@@ -275,16 +302,19 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
             cpu.sample(platform.pids())
             before = cpu.total()
             t0 = time.time()
-            runs_before = {r.dagster_run.run_id for r in inst.get_run_records()}
+            cursors = _sensor_cursors(inst)
+            # runs of an interrupted attempt at this step (before a resume) count in this step
+            runs_before = {r for st in state["steps"] for r in st["runs"]}
             # The source system: the days' schedules and weather, and the outcomes of the day
             # before each (outcomes of `b` land with the next step).
             replay(env_landing(home), b, a, outcomes_from=first)
             _wait_quiet(inst, platform, t0, cpu)
             wall = time.time() - t0
+            sensor_ms = _time_sensors(inst, cursors)
             new_runs = sorted({r.dagster_run.run_id for r in inst.get_run_records()} - runs_before)
             entry = {"first": a, "last": b, "days": (date.fromisoformat(b) - date.fromisoformat(a)).days + 1,
                      "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu.total() - before, 2),
-                     "runs": new_runs, "instance_bytes": _dir_bytes(home / "dagster"),
+                     "runs": new_runs, "instance_bytes": _dir_bytes(home / "dagster"), "sensor_ms": sensor_ms,
                      "finished_at": time.time()}
             state["steps"].append(entry)
             state["restarts"] = state.get("restarts", 0) + platform.restarts

@@ -47,8 +47,7 @@ def scan(root: str, state: dict) -> tuple[dict[str, dict[str, str]], dict]:
     new_state: dict = {}
     for feed in FEEDS:
         files[feed] = {}
-        for key in loc.list(feed, ".csv"):
-            fp = loc.fingerprint(key, state.get(key))
+        for key, fp in loc.fingerprints(feed, ".csv", state).items():
             new_state[key] = fp
             files[feed][key.rsplit("/", 1)[-1][:-4]] = fp["sha256"]
     return files, new_state

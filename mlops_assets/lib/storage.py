@@ -84,23 +84,39 @@ class Location:
             if p.name.endswith(suffix) and not p.name.startswith(".")
         )
 
-    def fingerprint(self, key: str, previous: dict | None = None) -> dict:
-        """{stamp, size, sha256} of a file.  The sha256 of ``previous`` is reused when the cheap
-        stamp (local mtime; object ETag/LastModified) and size match, so an unchanged landing zone
-        costs one stat per file and a touched-but-identical file keeps its sha256."""
+    def fingerprints(self, prefix: str, suffix: str, previous: dict) -> dict[str, dict]:
+        """{key: {stamp, size, sha256}} of the files directly under ``prefix`` ending in ``suffix``,
+        from one listing (a local ``scandir``; one LIST of the object store, not a HEAD per
+        object); a file whose stamp and size match ``previous[key]`` keeps its sha256 unread."""
         import hashlib
 
-        p = self.path(key)
+        out: dict[str, dict] = {}
         if self.remote:
-            info = p.fs.info(p.path)
-            stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or info.get("created"))
-            size = int(info.get("size") or 0)
+            folder = self.path(prefix)
+            if not folder.exists():
+                return out
+            for info in folder.fs.ls(folder.path, detail=True):
+                name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+                if info.get("type") == "directory" or not name.endswith(suffix) or name.startswith("."):
+                    continue
+                stamp = str(info.get("ETag") or info.get("LastModified") or info.get("mtime") or info.get("created"))
+                out[f"{prefix}/{name}"] = {"stamp": stamp, "size": int(info.get("size") or 0)}
         else:
-            st = os.stat(p)
-            stamp, size = str(st.st_mtime_ns), st.st_size
-        if previous and previous.get("stamp") == stamp and previous.get("size") == size:
-            return previous
-        return {"stamp": stamp, "size": size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+            try:
+                entries = list(os.scandir(os.path.join(self.root, prefix)))
+            except FileNotFoundError:
+                return out
+            for e in entries:
+                if e.name.endswith(suffix) and not e.name.startswith(".") and e.is_file():
+                    st = e.stat()
+                    out[f"{prefix}/{e.name}"] = {"stamp": str(st.st_mtime_ns), "size": st.st_size}
+        for key, fp in out.items():
+            prev = previous.get(key)
+            if prev and prev.get("stamp") == fp["stamp"] and prev.get("size") == fp["size"]:
+                fp["sha256"] = prev["sha256"]
+            else:
+                fp["sha256"] = hashlib.sha256(self.read_bytes(key)).hexdigest()
+        return dict(sorted(out.items()))
 
     # --- bytes -------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:

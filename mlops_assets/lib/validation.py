@@ -93,7 +93,9 @@ SCHEMAS: dict[str, dict[str, Col]] = {
 KEYS = {
     "schedules": source.KEY_COLUMNS,
     "outcomes": source.KEY_COLUMNS,
-    "weather": ["origin", "year", "month", "day", "hour"],
+    # an hour's reading is identified by its UTC hour: on the day daylight saving time ends the local
+    # clock shows 01:00 twice (2013-11-03: two readings per origin for hour 1, one per UTC hour)
+    "weather": ["origin", "time_hour"],
 }
 # Rows per daily file: outside this range the feed fails (empty or far larger than usual).
 ROW_LIMITS = {"schedules": (1, 3000), "weather": (1, 200), "outcomes": (1, 3000)}

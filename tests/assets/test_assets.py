@@ -114,6 +114,12 @@ def test_weekly_training_cycle_in_process(home):
     assert len(trials) == 3 * s.trials
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parents[0].info.run_id}
     assert all("valid_roc_auc" in t.data.metrics for t in trials)
+    # a live prediction is never made by a model trained on that day
+    leak = dg.materialize([deployment.flight_delay_predictions], resources=res, partition_key="2013-01-20",
+                          raise_on_error=False)
+    assert not leak.success
+    failure = next(e for e in leak.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "trained on data up to 2013-01-20" in str(failure.event_specific_data.user_failure_data.description)
 
 
 def test_champion_reapplies_the_gate_and_never_moves_on_a_blocked_challenger(home):

@@ -132,3 +132,17 @@ def test_outcomes_with_all_labels_missing(good):
     half.loc[half.index[: len(half) // 2], ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"]] = None
     _, rep = parse("outcomes", csv(half))
     assert rep.passed, rep.errors()
+
+
+def test_weather_on_the_day_daylight_saving_time_ends():
+    """2013-11-03: the local clock shows 01:00 twice, so each origin has two readings for hour 1,
+    one per UTC hour; a day with a truly repeated reading still fails."""
+    day = "2013-11-03"
+    w = source.feeds_for_day(day)["weather"]
+    assert w.duplicated(["origin", "hour"]).sum() == 3 and not w.duplicated(["origin", "time_hour"]).any()
+    df, rep = validation.parse_feed("weather", csv(w), file=f"landing/weather/{day}.csv", partition=day)
+    assert rep.passed, rep.errors()
+    assert len(df) == len(w)
+    _, rep = validation.parse_feed("weather", csv(pd.concat([w, w.head(1)])), file=f"landing/weather/{day}.csv",
+                                   partition=day)
+    assert not rep.passed and "share a key" in rep.checks["keys_unique"].message

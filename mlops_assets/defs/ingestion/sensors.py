@@ -140,19 +140,20 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext):
                 for d in part.days:
                     cursor["pending"][d] = {"key": req.run_key, "fp": _day_fp(files, d), "days": len(part.days),
                                             "attempt": attempt}
-    if len(requests) > MAX_RUNS_PER_TICK:
-        context.log.info(f"{len(requests)} runs due; requesting {MAX_RUNS_PER_TICK} now, the rest next tick")
-        for req in requests[MAX_RUNS_PER_TICK:]:
-            for d, p in list(cursor["pending"].items()):
-                if p["key"] == req.run_key:
-                    del cursor["pending"][d]
-                    cursor["waiting"].append(d)
-        requests = requests[:MAX_RUNS_PER_TICK]
-    # outcomes that wait for their day's schedule and weather (their features) to land
+    # days looked at again next tick: outcomes that wait for their day's schedule and weather (their
+    # features) to land, and requests beyond this tick's share
     waiting = {d for d in candidates if files["outcomes"].get(d)
                and not (files["schedules"].get(d) and files["weather"].get(d))}
+    if len(requests) > MAX_RUNS_PER_TICK:
+        context.log.info(f"{len(requests)} runs due; requesting {MAX_RUNS_PER_TICK} now, the rest next tick")
+        later = {r.run_key for r in requests[MAX_RUNS_PER_TICK:]}
+        for d, p in list(cursor["pending"].items()):
+            if p["key"] in later:
+                del cursor["pending"][d]
+                waiting.add(d)
+        requests = requests[:MAX_RUNS_PER_TICK]
     cursor.update(files=state, failed=failed, deployment=serving_now.storage_id if serving_now else None,
-                  waiting=sorted(waiting | {d for d in cursor["waiting"] if d not in cursor["pending"]} - set(failed)))
+                  waiting=sorted(waiting - set(failed)))
     if not requests:
         return dg.SensorResult(skip_reason=f"nothing due ({len(candidates)} day(s) looked at, {len(busy)} in flight, "
                                            f"{len(failed)} failed and unchanged)", cursor=json.dumps(cursor))
