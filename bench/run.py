@@ -170,6 +170,27 @@ def b8(smoke: bool) -> dict:
                 lambda r: r <= 1)
 
 
+# --- B9 ------------------------------------------------------------------------------------------
+def b9(smoke: bool) -> dict:
+    """The registry calls a training and a scoring run make, with a long history against a fresh one."""
+    sizes = "1,20" if smoke else "1,50,200"
+    out = subprocess.run([sys.executable, str(ROOT / "bench/registry_scale.py"), "--sizes", sizes,
+                          "--repeats", "3" if smoke else "9"], capture_output=True, text=True, cwd=ROOT,
+                         env=_env(_home()))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    r = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    calls = [k for k in r["rows"][0] if k != "versions"]
+    total = {row["versions"]: sum(row[k] for k in calls) for row in r["rows"]}
+    first, last = r["rows"][0], r["rows"][-1]
+    per_call = ", ".join(f"{k[:-3]} {first[k]:.1f} -> {last[k]:.1f}" for k in calls)
+    between = "; ".join(f"{n} versions x{total[n] / total[first['versions']]:.2f}" for n in list(total)[1:-1])
+    return _row("B9", f"MLflow registry (SQLite) with {last['versions']} versions vs {first['versions']}: register + "
+                f"read alias + move champion + read tags, ms per set of calls ({per_call} ms"
+                f"{'; ' + between if between else ''})",
+                total[last["versions"]], total[first["versions"]], "ratio <= 1.2", lambda x: x <= 1.2)
+
+
 # --- B4 ------------------------------------------------------------------------------------------
 def b4(smoke: bool) -> dict:
     args = ["--rows", "5000", "--epochs", "1", "--repeats", "1"] if smoke else ["--rows", "200000", "--epochs", "3", "--repeats", "3"]
@@ -277,7 +298,7 @@ def _row(i, what, project, baseline, target, check):
             "ok": bool(check(r))}
 
 
-BENCHES = {"B1": b1, "B2": b2, "B3a": b3a, "B3b": b3b, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8}
+BENCHES = {"B1": b1, "B2": b2, "B3a": b3a, "B3b": b3b, "B4": b4, "B5": b5, "B6": b6, "B7": b7, "B8": b8, "B9": b9}
 
 
 def table(rows) -> str:

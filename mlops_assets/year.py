@@ -28,13 +28,14 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from mlops_assets.lib.health import POLICIES
+from mlops_assets.settings import RETRAIN_POLICIES as POLICIES
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SENSORS = ("landing_zone_sensor", "model_health_sensor")
 STEP_TIMEOUT_S = 1800
 FAILING_TICKS_S = 60
+
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -177,11 +178,14 @@ def _time_sensors(inst, cursors: dict) -> dict:
     and gRPC around it: each evaluated with its cursor from before the step's landing, so it
     looks at the same new files and days the first tick after the landing did (its requests are
     discarded). What grows with history shows here, undisturbed by the runs."""
+    import logging
+
     import dagster as dg
 
     from mlops_assets.defs.ingestion.sensors import landing_zone_sensor
     from mlops_assets.defs.monitoring.sensors import model_health_sensor
 
+    logging.getLogger("dagster").setLevel(logging.WARNING)  # their log lines are the daemon's to print
     out = {}
     for name, fn in (("landing_zone_sensor", landing_zone_sensor), ("model_health_sensor", model_health_sensor)):
         t0 = time.perf_counter()

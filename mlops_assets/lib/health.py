@@ -31,7 +31,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-POLICIES = ("health", "weekly", "frozen")
+from mlops_assets.settings import RETRAIN_POLICIES as POLICIES
 
 
 @dataclasses.dataclass(frozen=True)

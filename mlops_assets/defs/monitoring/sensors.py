@@ -26,7 +26,6 @@ from mlops_assets.defs.observed import IN_FLIGHT, MATERIALIZATION, serving
 from mlops_assets.settings import get_settings
 
 
-
 def _labelled_window(lake, days: list[str]):
     """The champion's labelled predictions of ``days`` (those with both), and their drift rows."""
     import pandas as pd
