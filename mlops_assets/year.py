@@ -264,12 +264,14 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
     import dagster as dg
 
     from mlops_assets.lib.source import replay
-    from mlops_assets.settings import DAGSTER_YAML
+    from mlops_assets.settings import ensure_dagster_home, get_settings
 
     home.mkdir(parents=True, exist_ok=True)
     state_path = home / "year-state.json"
     params = {"policy": policy, "from": first, "until": until, "step": step}
-    state = json.loads(state_path.read_text()) if state_path.exists() else {**params, "steps": [], "restarts": 0}
+    state = json.loads(state_path.read_text()) if state_path.exists() else {
+        **params, "steps": [], "restarts": 0, "command": " ".join(["mlops-year", *sys.argv[1:]]),
+        "code_version": get_settings().code_version}
     if {k: state.get(k) for k in params} != params:
         raise SystemExit(f"{home} holds a replay with other settings ({ {k: state.get(k) for k in params} }); "
                          "use --fresh to start over, or another --homes")
@@ -278,16 +280,13 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
     if done >= len(steps):
         _log(f"{policy}: all {len(steps)} steps done already")
         return state
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster" / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text(DAGSTER_YAML)
     env = _home_env(home, policy, interval)
     # this process evaluates the sensors too (_time_sensors): the home's settings, not the last one's
     os.environ.update({k: env[k] for k in ("MLOPS_HOME", "DAGSTER_HOME", "MLOPS_RETRAIN_POLICY")})
-    from mlops_assets.settings import get_settings
-
     get_settings.cache_clear()
+    # the instance's storages exist before the daemon and the CLI open it (two processes creating a
+    # fresh SQLite instance at once can stamp its schema twice)
+    ensure_dagster_home(get_settings())
     platform = Platform(home, env)
     platform.start()
     inst = dg.DagsterInstance.from_config(str(home / "dagster"))

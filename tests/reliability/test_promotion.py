@@ -87,8 +87,8 @@ def test_a_stale_gate_never_promotes(world):
     stale = {"version": newer, "holdout": {"roc_auc": 0.99}, "champion_auc": 0.5, "champion_version": "0",
              "data_window": "x", "gate": {"min_auc": 0.6, "min_delta": 0.0}}
     with pytest.raises(dg.Failure, match=f"compared it with champion v0, but champion is now v{champ}"):
-        deployment.champion(context=dg.build_asset_context(partition_key=WEEK),
-                            mlflow=build_resources(get_settings())["mlflow"], challenger=stale)
+        list(deployment.champion(context=dg.build_asset_context(partition_key=WEEK),
+                                 mlflow=build_resources(get_settings())["mlflow"], challenger=stale))
     assert _alias() == champ
 
 
