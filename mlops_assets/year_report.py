@@ -97,14 +97,6 @@ def _all(fetch, key, **kw) -> list:
         cursor = res.cursor
 
 
-def _steps_by_run(state: dict) -> tuple[dict[str, int], list[dict]]:
-    run_step = {}
-    for i, st in enumerate(state["steps"]):
-        for r in st["runs"]:
-            run_step[r] = i
-    return run_step, state["steps"]
-
-
 def _ticks(inst, names=("landing_zone_sensor", "model_health_sensor")) -> list[tuple[float, float]]:
     """(start, seconds) of every finished tick of the replay's sensors."""
     out = []
@@ -123,7 +115,7 @@ def policy_report(home: Path, state: dict) -> dict:
 
     from mlops_assets.settings import MODEL_NAME
 
-    run_step, steps = _steps_by_run(state)
+    steps = state["steps"]
     step_week = [monday(st["last"]) for st in steps]
     with dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
         runs = [r for r in inst.get_run_records()]
