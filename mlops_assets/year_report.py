@@ -305,7 +305,8 @@ def _chart(report: dict, path: Path) -> None:
         rows = [w for w in p["weeks"] if w["live_auc"] == w["live_auc"]]
         x = pd.to_datetime([w["week"] for w in rows])
         ax.plot(x, [w["live_auc"] for w in rows], marker=".", color=colors.get(name),
-                label=f"{name}: mean {p['mean_weekly_live_auc']:.3f}, {p['training_runs']} trainings")
+                label=f"{name}: mean {p['mean_weekly_live_auc']:.3f}, {p['training_runs']} "
+                      f"training{'' if p['training_runs'] == 1 else 's'}")
         tr = [w for w in rows if w["promotions"]]
         ax.scatter(pd.to_datetime([w["week"] for w in tr]), [w["live_auc"] for w in tr], marker="^", s=40,
                    color=colors.get(name), zorder=3)
@@ -443,6 +444,19 @@ def _targets(pols: dict) -> list[dict]:
     return out
 
 
+def _nan_to_null(x):
+    """Strict JSON: a number that could not be measured (no such week, no such step) is null."""
+    if isinstance(x, dict):
+        return {k: _nan_to_null(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_null(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if x == x and abs(x) != float("inf") else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def write_report(homes: dict[str, Path], states: dict[str, dict], out: Path, *, command: str) -> dict:
     from mlops_assets.settings import get_settings
 
@@ -460,7 +474,7 @@ def write_report(homes: dict[str, Path], states: dict[str, dict], out: Path, *, 
     }
     report["targets"] = _targets(pols)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    (out / "report.json").write_text(json.dumps(_nan_to_null(report), indent=1, allow_nan=False) + "\n")
     _chart(report, out / "live_auc.png")
     (out / "REPORT.md").write_text(_markdown(report))
     return report
