@@ -110,6 +110,7 @@ class Settings:
     io_uri: str = ""
     sensor_interval_s: int = 30
     retrain_policy: str = "health"
+    gate_log_loss_tolerance: float = 0.01
     health_days: int = 7
     health_calibration_gap: float = 0.08
     health_auc_tolerance: float = 0.08
@@ -214,6 +215,7 @@ def get_settings() -> Settings:
         io_uri=os.environ.get("MLOPS_IO_URI", ""),
         sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", 30)),
         retrain_policy=_choice("MLOPS_RETRAIN_POLICY", "health", RETRAIN_POLICIES),
+        gate_log_loss_tolerance=_float("MLOPS_GATE_LOG_LOSS_TOL", 0.01),
         health_days=max(3, _int("MLOPS_HEALTH_DAYS", 7)),
         health_calibration_gap=_float("MLOPS_HEALTH_CALIBRATION_GAP", 0.08),
         health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", 0.08),

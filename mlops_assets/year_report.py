@@ -74,6 +74,28 @@ def live_by_week(lake_root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def estimate_errors(lake_root: Path) -> dict[str, float]:
+    """The error of the performance estimated before labels (CBPE) against the realised value,
+    over every labelled day of the year (days scored before the estimate existed left out)."""
+    d = lake_root / "prediction_performance"
+    errs, ll = [], []
+    for f in sorted(d.glob("*.parquet")) if d.exists() else []:
+        perf = pd.read_parquet(f)
+        if "estimated_roc_auc" not in perf:
+            continue
+        perf = perf[np.isfinite(perf["estimated_roc_auc"]) & np.isfinite(perf["roc_auc"])]
+        errs += (perf["estimated_roc_auc"] - perf["roc_auc"]).tolist()
+        ll += (perf["estimated_log_loss"] - perf["log_loss"]).tolist()
+    a, b = np.abs(np.array(errs)), np.abs(np.array(ll))
+    nan = float("nan")
+    return {"days": len(errs),
+            "auc_mean_error": float(np.mean(errs)) if errs else nan,
+            "auc_abs_error_median": float(np.median(a)) if len(a) else nan,
+            "auc_abs_error_p90": float(np.quantile(a, 0.9)) if len(a) else nan,
+            "log_loss_abs_error_median": float(np.median(b)) if len(b) else nan,
+            "log_loss_abs_error_p90": float(np.quantile(b, 0.9)) if len(b) else nan}
+
+
 def drift_by_week(lake_root: Path) -> dict[str, dict]:
     d = lake_root / "feature_drift"
     out: dict[str, dict] = defaultdict(lambda: {"drift_alarms": 0, "drift_alarm_days": 0})
@@ -289,6 +311,8 @@ def policy_report(home: Path, state: dict) -> dict:
         "command": state.get("command", ""),
         "code_version": state.get("code_version", ""),
         "cost": cost,
+        "estimate_error": estimate_errors(home / "lake"),
+        "drift_alarm_days": sum(w.get("drift_alarm_days", 0) for w in week_rows),
         "weeks": week_rows,
     }
 
@@ -320,7 +344,7 @@ def _chart(report: dict, path: Path) -> None:
 
 
 def _fmt(x, nd=4):
-    return "n/a" if x != x else f"{x:.{nd}f}"
+    return "n/a" if x is None or x != x else f"{x:.{nd}f}"
 
 
 def _markdown(report: dict) -> str:
@@ -338,6 +362,19 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {n} | {_fmt(p['mean_weekly_live_auc'])} | {p['weeks_averaged']} | {p['training_runs']} | "
                      f"{p['promotions']} | {p['runs_launched']} | {p['failed_runs']} | {p['duplicate_runs']} | "
                      f"{p['redundant_runs']} | {p['wall_seconds']:.0f} | {p['cpu_seconds']:.0f} | {p['daemon_restarts']} |")
+    lines += ["", "## Signals", "",
+              "Drift alarm days: days whose 7-day window had at least one feature above its alarm threshold "
+              "(calibrated on the serving model's training window, or PSI 0.25 for models without one). "
+              "Estimate: the day's ROC AUC and log loss estimated from the probabilities when it was scored "
+              "(CBPE with the model's holdout correction) against the realised values once outcomes landed.", "",
+              "| policy | drift alarm days | estimated days | AUC estimate mean error | median abs error | 90% abs error | "
+              "log loss median abs error | 90% abs error |",
+              "|---|---|---|---|---|---|---|---|"]
+    for n, p in report["policies"].items():
+        e = p.get("estimate_error", {})
+        lines.append(f"| {n} | {p.get('drift_alarm_days', 'n/a')} | {e.get('days', 0)} | {_fmt(e.get('auc_mean_error'))} | "
+                     f"{_fmt(e.get('auc_abs_error_median'))} | {_fmt(e.get('auc_abs_error_p90'))} | "
+                     f"{_fmt(e.get('log_loss_abs_error_median'))} | {_fmt(e.get('log_loss_abs_error_p90'))} |")
     lines += ["", "## Targets", ""]
     for t in report["targets"]:
         lines.append(f"- {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['value']})")

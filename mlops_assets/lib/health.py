@@ -15,8 +15,11 @@ when one of these holds, each with its sampling error accounted for:
   champion's holdout AUC minus ``auc_tolerance`` (a broken feature, a new route mix);
 * **probabilities**: the pooled log loss is above the holdout log loss times
   ``1 + log_loss_tolerance``;
-* **drift**: on every one of those days at least ``drift_share`` of the monitored features had a
-  PSI above ``psi_threshold``.
+* **drift**: on every one of those days the features in alarm (PSI above the threshold
+  calibrated on the champion's own training window, ``lib.drift``) hold at least
+  ``drift_share`` of the model's feature importance; or on every one of those days the
+  distribution of the champion's own output is in alarm.  (Rows from before the calibrated
+  thresholds: PSI above ``psi_threshold``, features unweighted.)
 
 Until the champion has ``days`` labelled days of its own, the verdict is ``waiting``.
 """
@@ -82,7 +85,8 @@ def assess(scored: pd.DataFrame, champion: str | None, holdout: dict[str, float]
            drift: Iterable[dict] = (), policy: HealthPolicy = HealthPolicy()) -> HealthVerdict:
     """``scored``: labelled predictions, columns ``date``, ``model_version``,
     ``delay_probability``, ``label``; ``holdout``: the champion's holdout ``roc_auc`` and
-    ``log_loss``; ``drift``: rows {date, feature, psi} (calendar features already left out)."""
+    ``log_loss``; ``drift``: rows {date, feature, psi[, kind, alarm, importance]} (calendar
+    features already left out)."""
     from sklearn.metrics import log_loss, roc_auc_score
 
     if champion is None:
@@ -121,16 +125,24 @@ def assess(scored: pd.DataFrame, champion: str | None, holdout: dict[str, float]
             if ll > holdout["log_loss"] * (1 + policy.log_loss_tolerance):
                 reasons.append(f"probabilities: live log loss {ll:.3f} above holdout {holdout['log_loss']:.3f} x "
                                f"{1 + policy.log_loss_tolerance} {span}")
-    by_day: dict[str, list[float]] = {}
-    for r in drift:
-        if r["date"] in window:
-            by_day.setdefault(r["date"], []).append(float(r["psi"]))
-    if len(by_day) == len(window):
-        shares = [sum(x > policy.psi_threshold for x in by_day[d]) / len(by_day[d]) for d in window]
+    from mlops_assets.lib.drift import alarm_rows, weighted_alarm_share
+
+    drift_df = pd.DataFrame(list(drift))
+    if len(drift_df):
+        drift_df = drift_df[drift_df["date"].isin(window)]
+    if len(drift_df) and drift_df["date"].nunique() == len(window):
+        if "alarm" not in drift_df:
+            drift_df["alarm"] = drift_df["psi"] > policy.psi_threshold
+        drift_df = alarm_rows(drift_df)
+        shares = [weighted_alarm_share(g) for _, g in drift_df.groupby("date")]
+        outputs = [bool(g.loc[g["kind"] == "output", "alarm"].any()) for _, g in drift_df.groupby("date")]
         metrics["drift_share_min"] = min(shares)
-        if all(s >= policy.drift_share for s in shares):
-            reasons.append(f"drift: at least {policy.drift_share:.0%} of features with PSI > {policy.psi_threshold} "
-                           f"on every day {window[0]}..{window[-1]} (min share {min(shares):.0%})")
+        if all(x >= policy.drift_share for x in shares):
+            reasons.append(f"drift: features holding at least {policy.drift_share:.0%} of the model's importance in "
+                           f"alarm on every day {window[0]}..{window[-1]} (min share {min(shares):.0%})")
+        if all(outputs):
+            reasons.append(f"output drift: the distribution of v{champion}'s predictions in alarm on every day "
+                           f"{window[0]}..{window[-1]}")
     return HealthVerdict("decayed" if reasons else "healthy", tuple(reasons), tuple(window), str(champion), metrics)
 
 

@@ -8,7 +8,8 @@ import io
 def health_chart(perf_rows: list[dict], drift_rows: list[dict], holdout_auc: dict[str, float],
                  psi_threshold: float = 0.25) -> bytes:
     """PNG bytes: live ROC AUC per day (one line per model version, its holdout AUC dashed) and
-    the largest feature PSI per day against the threshold."""
+    per day the largest ratio of a feature's PSI to its alarm threshold (calibrated on the model's
+    training window; ``psi_threshold`` for rows without one): above 1 is an alarm."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,10 +27,10 @@ def health_chart(perf_rows: list[dict], drift_rows: list[dict], holdout_auc: dic
     if perf_rows:
         ax1.legend(loc="lower left", fontsize=8)
     days = sorted({r["date"] for r in drift_rows})
-    worst = [max(r["psi"] for r in drift_rows if r["date"] == d) for d in days]
-    ax2.bar(days, worst, color=["#c0392b" if w > psi_threshold else "#2e86c1" for w in worst])
-    ax2.axhline(psi_threshold, color="black", linestyle=":", label=f"PSI {psi_threshold} (major drift)")
-    ax2.set_ylabel("largest feature PSI")
+    worst = [max(r["psi"] / (r.get("threshold") or psi_threshold) for r in drift_rows if r["date"] == d) for d in days]
+    ax2.bar(days, worst, color=["#c0392b" if w > 1 else "#2e86c1" for w in worst])
+    ax2.axhline(1.0, color="black", linestyle=":", label="alarm threshold (calibrated per feature)")
+    ax2.set_ylabel("largest PSI / threshold")
     ax2.set_title("Feature drift against the champion's training data")
     if days:
         ax2.legend(loc="upper left", fontsize=8)

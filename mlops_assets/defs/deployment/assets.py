@@ -133,7 +133,9 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
 )
 def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
     """The champion scores the day's ``flight_features`` before outcomes exist; each row records the
-    model version that scored it."""
+    model version that scored it, and the day's performance as estimated from the probabilities
+    alone (CBPE, corrected by the model's holdout: ``estimated_roc_auc``, ``estimated_log_loss``),
+    which ``prediction_performance`` sets beside the realised values once outcomes land."""
     from mlops_assets.lib import registry
 
     mlflow.experiment_id()
@@ -150,22 +152,26 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
             f"({champ.tags.get('data_window')}); scoring {seen[0]}..{seen[-1]} with it would measure it on "
             "its own training days. Live predictions are made by a model that has not seen the day."))
     model = registry.load_version(version)
+    bias = registry.load_reference(version).get("estimate_bias")
     lk = lake.lake()
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     means: list[float] = []
     inputs: dict[str, dict[str, str]] = {}
     with measure() as usage:
-        total = _score_days(days, lk, model, version, scored_at, means, inputs)
+        total, estimate = _score_days(days, lk, model, version, scored_at, means, inputs, bias)
     record_inputs(context, inputs)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total,
         "model_version": version,
         "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
+        "estimated_roc_auc": dg.MetadataValue.float(estimate["estimated_roc_auc"]),
+        "estimated_log_loss": dg.MetadataValue.float(estimate["estimated_log_loss"]),
         **usage_metadata(usage),
     })
 
 
-def _score_days(days, lk, model, version, scored_at, means, inputs) -> int:
+def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None) -> tuple[int, dict]:
+    from mlops_assets.lib.metrics import estimated_performance
     from mlops_assets.lib.storage import digest
 
     code = get_settings().code_version
@@ -178,7 +184,10 @@ def _score_days(days, lk, model, version, scored_at, means, inputs) -> int:
         out["delay_probability"] = p
         out["model_version"] = version
         out["scored_at"] = scored_at
+        estimate = estimated_performance(p, bias)  # the day's, known before its outcomes
+        for k, v in estimate.items():
+            out[k] = v
         lk.write("flight_delay_predictions", day, out)
         means.append(float(p.mean()))
         total += len(out)
-    return total
+    return total, estimate

@@ -14,12 +14,16 @@ from mlops_assets.lib.models import FAMILIES
 from mlops_assets.settings import get_settings
 
 _s = get_settings()
-GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion")
+GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion", "gate_calibration")
 
 
 def gate_from(value: dict):
+    """The gate decision the ``challenger`` asset took, rebuilt from its value (``champion``
+    re-applies it).  A value from before the statistical gate carries only the point AUCs."""
     from mlops_assets.lib.metrics import GateDecision
 
+    if "decision" in value:
+        return GateDecision(**value["decision"])
     return GateDecision(challenger_auc=value["holdout"]["roc_auc"], champion_auc=value.get("champion_auc"),
                         min_auc=value["gate"]["min_auc"], min_delta=value["gate"]["min_delta"])
 
@@ -36,8 +40,12 @@ def gate_from(value: dict):
         dg.AssetCheckSpec("gate_quality_floor", asset="challenger", blocking=True,
                           description=f"holdout ROC AUC >= {_s.gate_min_auc} (MLOPS_GATE_MIN_AUC)"),
         dg.AssetCheckSpec("gate_beats_champion", asset="challenger", blocking=True,
-                          description="holdout ROC AUC >= champion's on the same holdout + "
-                                      f"{_s.gate_min_delta} (MLOPS_GATE_MIN_DELTA); passes with no champion"),
+                          description="lower 95% bound of the paired (DeLong) ROC AUC difference against the "
+                                      f"champion on the same holdout rows >= {_s.gate_min_delta} "
+                                      "(MLOPS_GATE_MIN_DELTA); passes with no champion"),
+        dg.AssetCheckSpec("gate_calibration", asset="challenger", blocking=True,
+                          description="holdout log loss <= champion's on the same rows + "
+                                      f"{_s.gate_log_loss_tolerance} (MLOPS_GATE_LOG_LOSS_TOL); passes with no champion"),
     ],
 )
 @tracking_guard
@@ -49,8 +57,8 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     from mlops_assets.lib import registry
     from mlops_assets.lib.drift import build_reference
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
-    from mlops_assets.lib.metrics import GateDecision, classification_metrics
-    from mlops_assets.lib.training import score_split
+    from mlops_assets.lib.metrics import GateDecision, calibration_table, classification_metrics, estimate_bias
+    from mlops_assets.lib.training import feature_importance, predict_proba, score_split
 
     week = context.partition_key
     ts = lake.lake().read("training_set", week)
@@ -68,11 +76,11 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         registry.log_batch(cand["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in m.items()})
 
     champ = registry.alias_version(registry.CHAMPION)
-    champion_auc = champion_version = None
+    champion_auc = champion_version = p_champion = None
     if champ is not None:
         champion_version = str(champ.version)
-        p = registry.load_version(champion_version).predict(feature_matrix(holdout))["delay_probability"]
-        cm = classification_metrics(holdout["label"].to_numpy(), p.to_numpy())
+        p_champion = registry.load_version(champion_version).predict(feature_matrix(holdout))["delay_probability"].to_numpy()
+        cm = classification_metrics(holdout["label"].to_numpy(), p_champion)
         champion_auc = cm["roc_auc"]
         rows.append({"model": f"champion v{champion_version}", "params": champ.tags.get("params", ""),
                      "valid_auc": float("nan"), "holdout_auc": cm["roc_auc"],
@@ -80,9 +88,21 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
 
     best_fam = max(FAMILIES, key=lambda f: scored[f]["roc_auc"])
     best = candidates[best_fam]
-    decision = GateDecision(scored[best_fam]["roc_auc"], champion_auc, _s.gate_min_auc, _s.gate_min_delta)
+    y_holdout = holdout["label"].to_numpy()
+    p_best = predict_proba(best["model"], holdout)
+    decision = GateDecision.compare(y_holdout, p_best, p_champion, min_auc=_s.gate_min_auc,
+                                    min_delta=_s.gate_min_delta, log_loss_tolerance=_s.gate_log_loss_tolerance)
+    calibration = calibration_table(y_holdout, p_best)
     train_rows = ts[ts["split"] == "train"]
-    reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    # the drift reference: the training rows' features and the model's output on them, each with
+    # its alarm threshold from the window's own day-to-day variability, and each feature's
+    # importance to this model (permutation on the holdout)
+    importance = feature_importance(best["model"], holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
+    reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES,
+                                output=predict_proba(best["model"], train_rows), importance=importance)
+    # what the model's own probabilities promise a day against what its holdout days delivered:
+    # the correction of every performance estimate made before labels land
+    reference["estimate_bias"] = estimate_bias(holdout["date"], y_holdout, p_best)
     model_uri = registry.log_model(best["mlflow_run_id"], best["model"], best_fam, holdout.head(5), reference)
     tags = {
         "week": week,
@@ -106,6 +126,8 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "champion_holdout_roc_auc": "none" if champion_auc is None else f"{champion_auc:.6f}",
         "gate": "passed" if decision.promote else "blocked",
         "gate_decision": decision.describe(),
+        "holdout_calibration_error": f"{calibration['ece']:.6f}",
+        "estimate_auc_bias": f"{reference['estimate_bias']['roc_auc_bias']:.6f}",
     }
     version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
     registry.log_batch(parent, metrics={"challenger_holdout_roc_auc": scored[best_fam]["roc_auc"],
@@ -117,7 +139,9 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     value = {
         "week": week, "version": version, "family": best_fam, "model_uri": model_uri,
         "holdout": scored[best_fam], "champion_version": champion_version, "champion_auc": champion_auc,
-        "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta},
+        "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta,
+                 "log_loss_tolerance": _s.gate_log_loss_tolerance},
+        "decision": decision.as_dict(), "calibration_error": calibration["ece"],
         "data_window": training_set["data_window"], "mlflow_run_id": best["mlflow_run_id"],
     }
     yield dg.Output(value, metadata={
@@ -128,6 +152,9 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "champion_version": champion_version or "none",
         **({} if champion_auc is None else {"champion_holdout_roc_auc": dg.MetadataValue.float(champion_auc)}),
         "gate_decision": decision.describe(),
+        **_delta_metadata(decision),
+        "holdout_calibration_error": dg.MetadataValue.float(calibration["ece"]),
+        "top_features": ", ".join(sorted(importance, key=importance.get, reverse=True)[:5]),
         "candidates": dg.MetadataValue.md(md_table(rows)),
         "data_window": training_set["data_window"],
     })
@@ -144,8 +171,28 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         check_name="gate_beats_champion", passed=decision.beats_champion, severity=dg.AssetCheckSeverity.WARN,
         description=("no champion yet" if champion_auc is None else
                      f"challenger {decision.challenger_auc:.4f} vs champion v{champion_version} "
-                     f"{champion_auc:.4f} + {decision.min_delta:+.4f}"),
+                     f"{champion_auc:.4f}: delta {decision.auc_delta:+.4f}, 95% CI "
+                     f"[{decision.auc_delta_ci_low:+.4f}, {decision.auc_delta_ci_high:+.4f}], "
+                     f"lower bound >= {decision.min_delta:+.4f}"),
         metadata={"holdout_roc_auc": decision.challenger_auc, "min_delta": decision.min_delta,
-                  "champion_version": champion_version or "none",
+                  "champion_version": champion_version or "none", **_delta_metadata(decision),
                   **({} if champion_auc is None else {"champion_holdout_roc_auc": champion_auc})},
     )
+    yield dg.AssetCheckResult(
+        check_name="gate_calibration", passed=decision.calibrated, severity=dg.AssetCheckSeverity.WARN,
+        description=("no champion yet" if champion_auc is None else
+                     f"holdout log loss {decision.challenger_log_loss:.4f} vs champion v{champion_version} "
+                     f"{decision.champion_log_loss:.4f} + {decision.log_loss_tolerance}"),
+        metadata={"holdout_log_loss": decision.challenger_log_loss, "log_loss_tolerance": decision.log_loss_tolerance,
+                  "holdout_calibration_error": calibration["ece"],
+                  **({} if decision.champion_log_loss is None else {"champion_holdout_log_loss": decision.champion_log_loss})},
+    )
+
+
+def _delta_metadata(decision) -> dict:
+    """The paired AUC difference as numbers the UI plots across weeks (absent with no champion)."""
+    if not decision.has_champion or decision.auc_delta_ci_low is None:
+        return {}
+    return {"auc_delta": dg.MetadataValue.float(float(decision.auc_delta)),
+            "auc_delta_ci_low": dg.MetadataValue.float(float(decision.auc_delta_ci_low)),
+            "auc_delta_ci_high": dg.MetadataValue.float(float(decision.auc_delta_ci_high))}

@@ -26,13 +26,17 @@ DRIFT_WINDOW_DAYS = 7
 )
 def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
     """PSI per feature (with a KS test and Wasserstein distance for numeric ones) of the features
-    of the 7 days ending with the day against the champion's training reference, stored with the
-    model at training time.  (One day alone is always 'drifted': its weather and weekday are one
-    point of the training window's range.)"""
+    of the 7 days ending with the day, and of the champion's output on them, against the
+    champion's training reference, stored with the model at training time.  A feature is in
+    alarm when its PSI is above the threshold calibrated on the training window's own weeks
+    (``lib.drift``); each row carries the feature's importance to the model.  (One day alone is
+    always 'drifted': its weather and weekday are one point of the training window's range.)"""
+    import numpy as np
     import pandas as pd
 
     from mlops_assets.lib import registry
-    from mlops_assets.lib.drift import PSI_MAJOR, drift_report
+    from mlops_assets.lib.drift import drift_report, weighted_alarm_share
+    from mlops_assets.lib.features import feature_matrix
     from mlops_assets.lib.storage import digest
 
     mlflow.experiment_id()
@@ -41,6 +45,7 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
         raise dg.Failure(description="feature_drift: no 'champion' model (and so no reference) yet")
     version = str(champ.version)
     ref = registry.load_reference(version)
+    model = registry.load_version(version) if ref.get("output") else None
     lk = lake.lake()
     last = None
     worst = 0.0
@@ -56,10 +61,14 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
             del read[d]
         for d in window:
             if d not in read:
-                read[d] = lk.read_fp("flight_features", d)
+                f, sha = lk.read_fp("flight_features", d)
+                out = (model.predict(feature_matrix(f))["delay_probability"].to_numpy()
+                       if model is not None and len(f) else None)
+                read[d] = (f, sha, out)
         feats = pd.concat([read[d][0] for d in window], ignore_index=True)
+        output = np.concatenate([read[d][2] for d in window]) if model is not None else None
         inputs[day] = {"input_fingerprint": digest(*(f"{d}:{read[d][1]}" for d in window), f"model:{version}", code)}
-        rep = drift_report(ref, feats)
+        rep = drift_report(ref, feats, output=output)
         rep.insert(0, "date", day)
         rep["window"] = f"{window[0]}..{window[-1]}"
         rep["model_version"] = version
@@ -67,16 +76,22 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
         worst = max(worst, float(rep["psi"].max()))
         last = rep
     record_inputs(context, inputs)
-    top = last.sort_values("psi", ascending=False).head(8)
+    feats_last = last[last["kind"] != "output"]
+    out_row = last[last["kind"] == "output"]
+    top = last.assign(ratio=last["psi"] / last["threshold"]).sort_values("ratio", ascending=False).head(8)
     return dg.MaterializeResult(metadata={
         "max_psi": dg.MetadataValue.float(worst),
-        "features_major_drift": int((last["psi"] > PSI_MAJOR).sum()),
-        "features_moderate_drift": int((last["level"] == "moderate").sum()),
-        "drifted_features": ", ".join(last.loc[last["psi"] > PSI_MAJOR, "feature"]) or "none",
+        "features_major_drift": int(feats_last["alarm"].sum()),
+        "features_moderate_drift": int((feats_last["level"] == "moderate").sum()),
+        "drifted_features": ", ".join(feats_last.loc[feats_last["alarm"], "feature"]) or "none",
+        "weighted_drift_share": dg.MetadataValue.float(weighted_alarm_share(last)),
+        **({} if out_row.empty else {
+            "output_psi": dg.MetadataValue.float(float(out_row["psi"].iloc[0])),
+            "output_drift": bool(out_row["alarm"].iloc[0])}),
         "model_version": version,
         "window": str(last["window"].iloc[0]),
         "top_features": dg.MetadataValue.md(md_table(
-            top[["feature", "psi", "level", "ks_stat", "wasserstein_std"]].to_dict("records"))),
+            top[["feature", "psi", "threshold", "level", "importance", "ks_stat", "wasserstein_std"]].to_dict("records"))),
     })
 
 
@@ -91,7 +106,8 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
 )
 def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage):
     """Live performance once the day's outcomes have landed: ROC AUC, log loss, Brier score and
-    predicted vs actual delay rate, for the model version that made the predictions."""
+    predicted vs actual delay rate, for the model version that made the predictions, beside the
+    estimates made from the probabilities when the day was scored."""
     import pandas as pd
 
     from mlops_assets.lib.features import LABEL
@@ -109,7 +125,10 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
         j = j[j[LABEL].notna()]
         for version, g in j.groupby("model_version"):
             m = classification_metrics(g[LABEL].to_numpy(), g["delay_probability"].to_numpy())
-            rows.append({"date": day, "model_version": str(version), **m})
+            est = {k: float(g[k].iloc[0]) if k in g else float("nan")
+                   for k in ("estimated_roc_auc", "estimated_log_loss")}
+            rows.append({"date": day, "model_version": str(version), **m, **est,
+                         "estimate_error_roc_auc": est["estimated_roc_auc"] - m["roc_auc"]})
     perf = pd.DataFrame(rows)
     for day, g in perf.groupby("date"):
         lk.write("prediction_performance", day, g.reset_index(drop=True))
@@ -118,11 +137,14 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
     return dg.MaterializeResult(metadata={
         "roc_auc": dg.MetadataValue.float(float(last["roc_auc"])),
         "log_loss": dg.MetadataValue.float(float(last["log_loss"])),
+        "estimated_roc_auc": dg.MetadataValue.float(float(last["estimated_roc_auc"])),
+        "estimated_log_loss": dg.MetadataValue.float(float(last["estimated_log_loss"])),
         "brier": dg.MetadataValue.float(float(last["brier"])),
         "predicted_rate": dg.MetadataValue.float(float(last["predicted_rate"])),
         "actual_rate": dg.MetadataValue.float(float(last["actual_rate"])),
         "labelled_flights": int(last["n"]),
         "model_version": str(last["model_version"]),
-        "days": dg.MetadataValue.md(md_table(perf[["date", "model_version", "n", "roc_auc", "log_loss", "brier",
+        "days": dg.MetadataValue.md(md_table(perf[["date", "model_version", "n", "roc_auc", "estimated_roc_auc",
+                                                   "log_loss", "estimated_log_loss", "brier",
                                                    "predicted_rate", "actual_rate"]].to_dict("records"))),
     })

@@ -58,7 +58,7 @@ def platform_health(context: dg.AssetExecutionContext, mlflow: MlflowTracking, l
     over the last 4 weeks (table and chart), the gate's recent decisions, failed runs of the last
     7 days and the slowest steps.  Also written to ``$MLOPS_HOME/reports/``."""
     from mlops_assets.lib import registry
-    from mlops_assets.lib.drift import PSI_MAJOR
+    from mlops_assets.lib.drift import alarm_rows
     from mlops_assets.lib.features import CALENDAR_FEATURES
     from mlops_assets.lib.report import health_chart
     from mlops_assets.lib.storage import Location
@@ -84,9 +84,9 @@ def platform_health(context: dg.AssetExecutionContext, mlflow: MlflowTracking, l
     drift_days = sorted(inst.get_materialized_partitions(dg.AssetKey("feature_drift")))[-DAYS:]
     drift = lk.read_many("feature_drift", drift_days, missing_ok=True)
     if len(drift):
-        drift = drift[~drift["feature"].isin(CALENDAR_FEATURES)]
-    drift_rows = drift[["date", "feature", "psi"]].to_dict("records") if len(drift) else []
-    drift_daily = [{"date": d, "max_psi": float(g["psi"].max()), "major_features": int((g["psi"] > PSI_MAJOR).sum())}
+        drift = alarm_rows(drift[~drift["feature"].isin(CALENDAR_FEATURES)])
+    drift_rows = drift[["date", "feature", "psi", "threshold"]].to_dict("records") if len(drift) else []
+    drift_daily = [{"date": d, "max_psi": float(g["psi"].max()), "major_features": int(g["alarm"].sum())}
                    for d, g in drift.groupby("date")] if len(drift) else []
     gates = _gate_history(inst)
     week_ago = time.time() - 7 * 86400

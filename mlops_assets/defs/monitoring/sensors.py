@@ -30,6 +30,7 @@ def _labelled_window(lake, days: list[str]):
     """The champion's labelled predictions of ``days`` (those with both), and their drift rows."""
     import pandas as pd
 
+    from mlops_assets.lib.drift import alarm_rows
     from mlops_assets.lib.features import CALENDAR_FEATURES, LABEL
 
     frames, drift = [], []
@@ -40,8 +41,9 @@ def _labelled_window(lake, days: list[str]):
             j = pred.merge(ex, on="flight_id", validate="one_to_one")
             frames.append(j[j[LABEL].notna()].assign(date=day))
         if lake.has("feature_drift", day):
-            d = lake.read("feature_drift", day, columns=["date", "feature", "psi"])
-            drift += d[~d["feature"].isin(CALENDAR_FEATURES)].to_dict("records")
+            d = alarm_rows(lake.read("feature_drift", day))
+            drift += d.loc[~d["feature"].isin(CALENDAR_FEATURES),
+                           ["date", "feature", "kind", "psi", "alarm", "importance"]].to_dict("records")
     scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["flight_id", "delay_probability", "model_version", LABEL, "date"])
     return scored, drift
