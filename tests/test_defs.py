@@ -32,7 +32,7 @@ def test_gate_checks_are_blocking():
     from mlops_assets.definitions import defs
 
     specs = {s.name: s for s in defs.resolve_assets_def("challenger").check_specs}
-    assert set(specs) == {"gate_quality_floor", "gate_beats_champion", "gate_calibration"}
+    assert set(specs) == {"gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid"}
     assert all(s.blocking for s in specs.values())
     for asset in ("raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples"):
         assert all(s.blocking for s in defs.resolve_assets_def(asset).check_specs), asset

@@ -101,6 +101,11 @@ def test_weekly_training_cycle_in_process(home):
     assert r.success
     checks = checks_of(r)
     assert checks[("challenger", "gate_quality_floor")] and checks[("challenger", "gate_beats_champion")]
+    # the version was started in `mlflow models serve` and answered as batch does, before the alias moved
+    assert checks[("challenger", "serving_infra_valid")]
+    infra = next(e.event_specific_data for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                 and e.event_specific_data.check_name == "serving_infra_valid")
+    assert infra.metadata["ran"].value is True and infra.metadata["max_abs_diff"].value <= 1e-6
     registry.configure(s.tracking_uri, s.mlflow_artifact_root)
     champ = registry.alias_version("champion")
     assert champ is not None and champ.tags["week"] == "2013-01-14"

@@ -119,6 +119,6 @@ def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo):
                   for e in inst.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)}
         materialised = {e.dagster_event.asset_key.to_user_string()
                         for e in inst.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)}
-    assert set(checks) == {"gate_quality_floor", "gate_beats_champion", "gate_calibration"}
+    assert set(checks) == {"gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid"}
     assert not checks["gate_quality_floor"] and not checks["gate_beats_champion"]
     assert "challenger" in materialised and not materialised & {"champion", "model_deployment"}

@@ -37,6 +37,11 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
         context.log.info(f"champion {context.partition_key}: not promoting v{challenger['version']}: "
                          f"{decision.describe()}")
         return
+    infra = challenger.get("infra") or {"passed": True, "reason": "validated before infra validation existed"}
+    if not infra["passed"]:
+        context.log.info(f"champion {context.partition_key}: not promoting v{challenger['version']}: "
+                         f"infra validation: {infra['reason']}")
+        return
     try:
         prev_version, now = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
                                              tags={"promoted_by_dagster_run": context.run_id})

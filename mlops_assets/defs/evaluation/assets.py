@@ -14,7 +14,8 @@ from mlops_assets.lib.models import FAMILIES
 from mlops_assets.settings import get_settings
 
 _s = get_settings()
-GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion", "gate_calibration")
+GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid")
+INFRA_ROWS = 200
 
 
 def gate_from(value: dict):
@@ -46,6 +47,11 @@ def gate_from(value: dict):
         dg.AssetCheckSpec("gate_calibration", asset="challenger", blocking=True,
                           description="holdout log loss <= champion's on the same rows + "
                                       f"{_s.gate_log_loss_tolerance} (MLOPS_GATE_LOG_LOSS_TOL); passes with no champion"),
+        dg.AssetCheckSpec("serving_infra_valid", asset="challenger", blocking=True,
+                          description="a challenger the gate passes is started in `mlflow models serve` and sent "
+                                      f"{INFRA_ROWS} holdout rows: answers equal to batch (1e-6), p99 of one-row "
+                                      f"requests <= {_s.infra_p99_ms:.0f} ms (MLOPS_INFRA_P99_MS); not run (fails) "
+                                      "when the gate blocks; MLOPS_INFRA_VALIDATION=off skips it (passes)"),
     ],
 )
 @tracking_guard
@@ -130,6 +136,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "estimate_auc_bias": f"{reference['estimate_bias']['roc_auc_bias']:.6f}",
     }
     version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
+    infra = _infra_validation(context, registry, version, holdout, decision.promote)
     registry.log_batch(parent, metrics={"challenger_holdout_roc_auc": scored[best_fam]["roc_auc"],
                                         **({"champion_holdout_roc_auc": champion_auc} if champion_auc is not None else {})},
                        tags={"challenger_version": version, "gate": tags["gate"]})
@@ -141,7 +148,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "holdout": scored[best_fam], "champion_version": champion_version, "champion_auc": champion_auc,
         "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta,
                  "log_loss_tolerance": _s.gate_log_loss_tolerance},
-        "decision": decision.as_dict(), "calibration_error": calibration["ece"],
+        "decision": decision.as_dict(), "calibration_error": calibration["ece"], "infra": infra,
         "data_window": training_set["data_window"], "mlflow_run_id": best["mlflow_run_id"],
     }
     yield dg.Output(value, metadata={
@@ -187,6 +194,35 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
                   "holdout_calibration_error": calibration["ece"],
                   **({} if decision.champion_log_loss is None else {"champion_holdout_log_loss": decision.champion_log_loss})},
     )
+    yield dg.AssetCheckResult(
+        check_name="serving_infra_valid", passed=bool(infra["passed"]), severity=dg.AssetCheckSeverity.WARN,
+        description=infra["reason"],
+        metadata={"ran": bool(infra["ran"]),
+                  **{k: float(infra[k]) for k in ("startup_s", "max_abs_diff", "p99_ms", "p99_budget_ms")
+                     if k in infra and infra[k] == infra[k]}},
+    )
+
+
+def _infra_validation(context, registry, version: str, holdout, gate_passed: bool) -> dict:
+    """Start the registered version in the real serving process and check it against its batch
+    predictions (``lib.infra_validation``), when the gate would promote it."""
+    from mlops_assets.lib.features import FEATURE_COLUMNS
+    from mlops_assets.lib.infra_validation import validate_serving
+
+    s = get_settings()
+    if not s.infra_validation:
+        return {"passed": True, "ran": False, "reason": "MLOPS_INFRA_VALIDATION=off"}
+    if not gate_passed:
+        return {"passed": False, "ran": False, "reason": f"not run: the gate blocks v{version}"}
+    rows = holdout[FEATURE_COLUMNS].sample(n=min(INFRA_ROWS, len(holdout)), random_state=0).reset_index(drop=True)
+    # the batch path exactly as flight_delay_predictions runs it: the registered artifact, loaded
+    expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()
+    res = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri,
+                           p99_budget_ms=s.infra_p99_ms)
+    context.log.info(f"infra validation of v{version}: {'passed' if res.passed else 'FAILED'}: {res.reason}")
+    if not res.passed:
+        registry.set_version_tags(version, {"gate": "blocked", "infra_validation": res.reason[:5000]})
+    return {**res.as_dict(), "ran": True}
 
 
 def _delta_metadata(decision) -> dict:

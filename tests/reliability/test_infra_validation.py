@@ -1,0 +1,117 @@
+"""Infra validation on the real serving process: a version that serves the batch answers passes; one
+whose server cannot start, and one that serves other answers than batch, fail, and `champion`
+does not move for either."""
+
+import sys
+
+import cloudpickle
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.defs.deployment import assets as deployment
+from mlops_assets.defs.resources import build_resources
+from mlops_assets.lib.features import FEATURE_COLUMNS
+from mlops_assets.lib.infra_validation import validate_serving
+from mlops_assets.settings import get_settings
+from tests.reliability.helpers import module_home, register_model
+
+DAYS = [f"2013-01-{d:02d}" for d in range(1, 10)]
+
+
+class CannotStart(mlflow.pyfunc.PythonModel):
+    """Loads in the process that logged it, fails in any other (as a model does that needs a system
+    library or a file only the training machine has)."""
+
+    def __init__(self):
+        import os
+
+        self.trained_in = os.getpid()
+
+    def load_context(self, context):
+        import os
+
+        if os.getpid() != self.trained_in:
+            raise RuntimeError("libgomp.so.1: cannot open shared object file")
+
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"delay_probability": np.full(len(model_input), 0.2)})
+
+
+class ServesOtherAnswers(mlflow.pyfunc.PythonModel):
+    """Answers differently behind the server than in batch (a preprocessing step that depends on
+    the environment, a float32 path)."""
+
+    def predict(self, context, model_input, params=None):
+        import os
+
+        p = np.clip(model_input["sched_dep_hour"].to_numpy(dtype=float) / 30.0, 0.01, 0.99)
+        if os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true":
+            p = p + 1e-3
+        return pd.DataFrame({"delay_probability": p})
+
+
+# the server process unpickles these without importing this test module
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with module_home(tmp_path_factory, "infra", days=(DAYS[0], DAYS[-1])):
+        from mlops_assets.lib import registry
+        from mlops_assets.lib.storage import Lake
+
+        champion = register_model(DAYS, alias="champion")
+        s = get_settings()
+        rows = Lake(s.lake_uri).read("flight_features", DAYS[-1])[FEATURE_COLUMNS].head(50)
+        yield champion, rows, registry, s
+
+
+def _register(registry, model) -> str:
+    exp = registry.configure(get_settings().tracking_uri, get_settings().mlflow_artifact_root)
+    with mlflow.start_run(experiment_id=exp) as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=model, pip_requirements=["mlflow"])
+    return registry.register(info.model_uri, {"mlflow_run_id": run.info.run_id, "gate": "passed"})
+
+
+def _champion_step(challenger_version, champion, infra) -> list:
+    value = {"version": challenger_version, "holdout": {"roc_auc": 0.9}, "champion_auc": 0.6,
+             "champion_version": champion, "data_window": "x", "gate": {"min_auc": 0.6, "min_delta": 0.0},
+             "infra": infra}
+    return list(deployment.champion(context=dg.build_asset_context(partition_key="2013-01-07"),
+                                    mlflow=build_resources(get_settings())["mlflow"], challenger=value))
+
+
+def test_a_version_that_serves_the_batch_answers_passes(world):
+    champion, rows, registry, s = world
+    expected = registry.load_version(champion).predict(rows)["delay_probability"].to_numpy()
+    res = validate_serving(registry.version_uri(champion), rows, expected, tracking_uri=s.tracking_uri)
+    assert res.passed, res.reason
+    assert res.rows == 50 and res.max_abs_diff <= 1e-6 and 0 < res.p99_ms <= res.p99_budget_ms
+    # and a budget no server can meet fails on latency alone
+    slow = validate_serving(registry.version_uri(champion), rows, expected, tracking_uri=s.tracking_uri,
+                            p99_budget_ms=0.01, latency_requests=5)
+    assert not slow.passed and "p99 latency" in slow.reason and slow.max_abs_diff <= 1e-6
+
+
+def test_a_version_whose_server_cannot_start_is_not_promoted(world):
+    champion, rows, registry, s = world
+    version = _register(registry, CannotStart())
+    expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()  # batch is fine
+    res = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri)
+    assert not res.passed and "exited" in res.reason and "libgomp" in res.reason, res.reason
+    assert _champion_step(version, champion, res.as_dict()) == []
+    assert str(registry.alias_version(registry.CHAMPION).version) == champion
+
+
+def test_a_version_that_serves_other_answers_is_not_promoted(world):
+    champion, rows, registry, s = world
+    version = _register(registry, ServesOtherAnswers())
+    expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()
+    res = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri)
+    assert not res.passed and "differ from the batch predictions" in res.reason, res.reason
+    assert res.max_abs_diff == pytest.approx(1e-3, rel=1e-6)
+    assert _champion_step(version, champion, res.as_dict()) == []
+    assert str(registry.alias_version(registry.CHAMPION).version) == champion
