@@ -111,6 +111,7 @@ def summary(p: dict) -> str:
     from mlflow import MlflowClient
 
     from mlops_assets.lib import registry
+    from mlops_assets.lib.drift import alarm_rows
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES
     from mlops_assets.lib.storage import Lake
     from mlops_assets.settings import MODEL_NAME
@@ -139,16 +140,24 @@ def summary(p: dict) -> str:
         perf = lake.read_many("prediction_performance", days)
         lines.append("live performance per day:")
         for _, r in perf.iterrows():
-            lines.append(f"  {r['date']} v{r['model_version']}: AUC {r['roc_auc']:.4f}  log loss {r['log_loss']:.4f}  "
-                         f"predicted rate {r['predicted_rate']:.3f} vs actual {r['actual_rate']:.3f} (n={int(r['n'])})")
+            if r.get("role", "champion") == "shadow":
+                lines.append(f"  {r['date']} shadow v{r['model_version']}: AUC {r['roc_auc']:.4f}, vs the champion on the "
+                             f"same flights {r['auc_delta']:+.4f} [{r['auc_delta_ci_low']:+.4f}, {r['auc_delta_ci_high']:+.4f}]")
+                continue
+            est = r.get("estimated_roc_auc", float("nan"))
+            lines.append(f"  {r['date']} v{r['model_version']}: AUC {r['roc_auc']:.4f} (estimated before labels {est:.4f})  "
+                         f"log loss {r['log_loss']:.4f}  predicted rate {r['predicted_rate']:.3f} vs actual "
+                         f"{r['actual_rate']:.3f} (n={int(r['n'])})")
     drift_days = [d for d in lake.partitions("feature_drift") if p["score_first"] <= d <= p["score_last"]]
     if drift_days:
         drift = lake.read_many("feature_drift", drift_days)
         drift = drift[drift["feature"].isin(DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)]
-        lines.append("drift flags (PSI > 0.25, 7 days ending with the day vs the champion's training data):")
+        drift = alarm_rows(drift)
+        lines.append("drift alarms (PSI above each feature's threshold calibrated on the champion's training window; "
+                     "7 days ending with the day):")
         for d, g in drift.groupby("date"):
-            major = g.loc[g["psi"] > 0.25, "feature"].tolist()
-            lines.append(f"  {d}: max PSI {g['psi'].max():.3f}; major: {', '.join(major) or 'none'}")
+            major = g.loc[g["alarm"], "feature"].tolist()
+            lines.append(f"  {d}: max PSI {g['psi'].max():.3f}; in alarm: {', '.join(major) or 'none'}")
     lines.append(f"serving spec: {s.deploy_dir / 'serving.yaml'}")
     lines.append(f"platform health: {s.home / 'reports' / 'platform_health.md'} and platform_health.png "
                  "(in the UI: asset platform_health, metadata 'summary' and 'chart')")

@@ -19,12 +19,13 @@ def test_definitions_load_with_the_documented_asset_keys():
     assert keys == {
         "raw_flights", "raw_weather", "flight_outcomes", "flight_features", "training_examples",
         "training_set", "candidate_models/hist_gradient_boosting", "candidate_models/logistic_regression",
-        "candidate_models/torch_mlp", "challenger", "champion", "model_deployment",
+        "candidate_models/torch_mlp", "challenger", "champion", "shadow_promotion", "model_deployment",
         "flight_delay_predictions", "feature_drift", "prediction_performance", "platform_health",
     }
     groups = {defs.resolve_assets_def(k).group_names_by_key[k] for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert groups == {"ingestion", "features", "training", "evaluation", "deployment", "monitoring"}
-    for job in ("ingestion_job", "daily_data_job", "training_job", "deployment_job", "scoring_job", "performance_job"):
+    for job in ("ingestion_job", "daily_data_job", "training_job", "deployment_job", "scoring_job", "performance_job",
+                "shadow_promotion_job"):
         assert defs.resolve_job_def(job) is not None
 
 

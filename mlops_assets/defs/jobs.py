@@ -34,4 +34,10 @@ performance_job = dg.define_asset_job(
     "performance_job", selection=dg.AssetSelection.assets("prediction_performance"),
     description="Live performance for a day once its outcomes have landed.",
 )
-ALL_JOBS = [ingestion_job, features_job, daily_data_job, training_job, deployment_job, scoring_job, performance_job]
+shadow_promotion_job = dg.define_asset_job(
+    "shadow_promotion_job", selection=dg.AssetSelection.assets("shadow_promotion", "model_deployment"),
+    description="Promote the shadow challenger once it has been significantly better live "
+                "(MLOPS_SHADOW_PROMOTE_DAYS), and deploy it.",
+)
+ALL_JOBS = [ingestion_job, features_job, daily_data_job, training_job, deployment_job, scoring_job, performance_job,
+            shadow_promotion_job]

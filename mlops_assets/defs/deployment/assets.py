@@ -62,7 +62,64 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
 
 @dg.asset(
     group_name="deployment",
-    deps=["champion"],
+    kinds={"mlflow"},
+    owners=OWNERS,
+    op_tags=cpu_step_tags("small"),
+    output_required=False,
+)
+def shadow_promotion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
+    """Promotion earned live: moves ``champion`` to the shadow challenger when, pooled over its
+    latest ``MLOPS_SHADOW_PROMOTE_DAYS`` labelled days beside the champion, it was significantly
+    better on the same flights (lower bound of the paired AUC difference above
+    ``MLOPS_GATE_MIN_DELTA`` and above 0, log loss within ``MLOPS_GATE_LOG_LOSS_TOL``) and it passes
+    infra validation.  Otherwise nothing moves and nothing materialises."""
+    from mlops_assets.lib import registry
+    from mlops_assets.lib import shadow as shadow_lib
+    from mlops_assets.lib.features import FEATURE_COLUMNS
+    from mlops_assets.lib.infra_validation import validate_serving
+
+    s = get_settings()
+    mlflow.experiment_id()
+    champ = registry.alias_version(registry.CHAMPION)
+    cand = registry.alias_version(registry.CHALLENGER)
+    if s.shadow_promote_days < 1 or champ is None or cand is None or str(cand.version) == str(champ.version):
+        context.log.info("shadow_promotion: nothing to decide (MLOPS_SHADOW_PROMOTE_DAYS="
+                         f"{s.shadow_promote_days}, champion {champ and champ.version}, challenger {cand and cand.version})")
+        return
+    lk = lake.lake()
+    champion, version = str(champ.version), str(cand.version)
+    by_day = shadow_lib.load_days(lk, shadow=version, champion=champion, last=s.shadow_promote_days)
+    decision = shadow_lib.decide(by_day, shadow=version, champion=champion, days=s.shadow_promote_days,
+                                 min_delta=s.gate_min_delta, log_loss_tolerance=s.gate_log_loss_tolerance)
+    context.log.info(f"shadow_promotion: {decision.reason}")
+    if not decision.promote:
+        return
+    if s.infra_validation:
+        rows = lk.read("flight_features", decision.days[-1])[FEATURE_COLUMNS].head(200)
+        expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()
+        infra = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri,
+                                 p99_budget_ms=s.infra_p99_ms)
+        if not infra.passed:
+            registry.set_version_tags(version, {"infra_validation": infra.reason[:5000]})
+            context.log.info(f"shadow_promotion: v{version} failed infra validation: {infra.reason}")
+            return
+    try:
+        prev, now = registry.promote(version, expected_current=champion,
+                                     tags={"promoted_by_dagster_run": context.run_id, "promoted_by": "shadow",
+                                           "shadow_decision": decision.reason[:5000]})
+    except registry.PromotionConflict as exc:
+        raise dg.Failure(description=f"shadow_promotion: {exc}") from None
+    c = decision.comparison
+    yield dg.Output({"version": version, "previous": prev, "promoted_at": now, "days": list(decision.days)}, metadata={
+        "model_version": version, "previous_version": prev, "decision": decision.reason,
+        "days": ",".join(decision.days), "flights": c["flights"],
+        **{k: dg.MetadataValue.float(float(c[k])) for k in ("auc_delta", "auc_delta_ci_low", "auc_delta_ci_high")},
+    })
+
+
+@dg.asset(
+    group_name="deployment",
+    deps=["champion", "shadow_promotion"],
     kinds={"kubernetes", "mlflow"},
     owners=OWNERS,
     op_tags=cpu_step_tags("small"),
@@ -140,7 +197,10 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     """The champion scores the day's ``flight_features`` before outcomes exist; each row records the
     model version that scored it, and the day's performance as estimated from the probabilities
     alone (CBPE, corrected by the model's holdout: ``estimated_roc_auc``, ``estimated_log_loss``),
-    which ``prediction_performance`` sets beside the realised values once outcomes land."""
+    which ``prediction_performance`` sets beside the realised values once outcomes land.  The
+    shadow challenger (``lib.shadow``: the ``challenger`` version, when it passed the floor, is
+    not champion and was not trained on the day) scores the same rows into ``shadow_predictions``,
+    which nothing serves."""
     from mlops_assets.lib import registry
 
     mlflow.experiment_id()
@@ -158,12 +218,13 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
             "its own training days. Live predictions are made by a model that has not seen the day."))
     model = registry.load_version(version)
     bias = registry.load_reference(version).get("estimate_bias")
+    shadow = _shadow_model(registry, version, days[0])
     lk = lake.lake()
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     means: list[float] = []
     inputs: dict[str, dict[str, str]] = {}
     with measure() as usage:
-        total, estimate = _score_days(days, lk, model, version, scored_at, means, inputs, bias)
+        total, estimate = _score_days(days, lk, model, version, scored_at, means, inputs, bias, shadow)
     record_inputs(context, inputs)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total,
@@ -171,11 +232,24 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
         "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
         "estimated_roc_auc": dg.MetadataValue.float(estimate["estimated_roc_auc"]),
         "estimated_log_loss": dg.MetadataValue.float(estimate["estimated_log_loss"]),
+        "shadow_version": shadow[0] if shadow else "none",
         **usage_metadata(usage),
     })
 
 
-def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None) -> tuple[int, dict]:
+def _shadow_model(registry, champion: str, first_day: str):
+    """(version, loaded model) of the shadow challenger for days from ``first_day``, or None."""
+    from mlops_assets.lib.shadow import eligible
+
+    if not get_settings().shadow:
+        return None
+    cand = registry.alias_version(registry.CHALLENGER)
+    if cand is None or not eligible(cand.tags, champion=champion, version=str(cand.version), first_day=first_day):
+        return None
+    return str(cand.version), registry.load_version(str(cand.version))
+
+
+def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None, shadow=None) -> tuple[int, dict]:
     from mlops_assets.lib.metrics import estimated_performance
     from mlops_assets.lib.storage import digest
 
@@ -183,7 +257,7 @@ def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None) -
     total = 0
     for day in days:
         feats, sha = lk.read_fp("flight_features", day)
-        inputs[day] = {"input_fingerprint": digest(sha, f"model:{version}", code)}
+        inputs[day] = {"input_fingerprint": digest(sha, f"model:{version}", f"shadow:{shadow[0] if shadow else ''}", code)}
         p = model.predict(feats)["delay_probability"].to_numpy()
         out = feats[["flight_id", "date", "carrier", "flight", "origin", "dest", "sched_dep_time"]].copy()
         out["delay_probability"] = p
@@ -193,6 +267,16 @@ def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None) -
         for k, v in estimate.items():
             out[k] = v
         lk.write("flight_delay_predictions", day, out)
+        if shadow is not None:  # beside the champion, on the same rows; never served
+            sh = out[["flight_id", "date"]].copy()
+            sh["delay_probability"] = shadow[1].predict(feats)["delay_probability"].to_numpy()
+            sh["model_version"] = shadow[0]
+            sh["champion_version"] = version
+            sh["role"] = "shadow"
+            sh["scored_at"] = scored_at
+            lk.write("shadow_predictions", day, sh)
+        elif lk.has("shadow_predictions", day):  # a re-score without a shadow leaves no stale one
+            lk.delete(lk.key("shadow_predictions", day))
         means.append(float(p.mean()))
         total += len(out)
     return total, estimate

@@ -131,6 +131,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "champion_version_compared": champion_version or "none",
         "champion_holdout_roc_auc": "none" if champion_auc is None else f"{champion_auc:.6f}",
         "gate": "passed" if decision.promote else "blocked",
+        "gate_floor": "passed" if decision.passes_floor else "failed",
         "gate_decision": decision.describe(),
         "holdout_calibration_error": f"{calibration['ece']:.6f}",
         "estimate_auc_bias": f"{reference['estimate_bias']['roc_auc_bias']:.6f}",

@@ -107,11 +107,14 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
 def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage):
     """Live performance once the day's outcomes have landed: ROC AUC, log loss, Brier score and
     predicted vs actual delay rate, for the model version that made the predictions, beside the
-    estimates made from the probabilities when the day was scored."""
+    estimates made from the probabilities when the day was scored.  When a shadow challenger
+    scored the day too, a ``role = shadow`` row compares it with the champion on the same flights
+    (paired: ``auc_delta`` shadow - champion, with its 95% interval)."""
     import pandas as pd
 
     from mlops_assets.lib.features import LABEL
     from mlops_assets.lib.metrics import classification_metrics
+    from mlops_assets.lib.shadow import compare, joined
     from mlops_assets.lib.storage import digest
 
     lk = lake.lake()
@@ -120,21 +123,36 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
     for day in window_days(context):
         pred, pred_sha = lk.read_fp("flight_delay_predictions", day)
         ex, ex_sha = lk.read_fp("training_examples", day, columns=["flight_id", LABEL, "status"])
-        inputs[day] = {"input_fingerprint": digest(pred_sha, ex_sha, code)}
+        shadow, shadow_sha = lk.read_fp("shadow_predictions", day) if lk.has("shadow_predictions", day) else (None, "")
+        inputs[day] = {"input_fingerprint": digest(pred_sha, ex_sha, shadow_sha, code)}
         j = pred.merge(ex, on="flight_id", how="inner", validate="one_to_one")
         j = j[j[LABEL].notna()]
         for version, g in j.groupby("model_version"):
             m = classification_metrics(g[LABEL].to_numpy(), g["delay_probability"].to_numpy())
             est = {k: float(g[k].iloc[0]) if k in g else float("nan")
                    for k in ("estimated_roc_auc", "estimated_log_loss")}
-            rows.append({"date": day, "model_version": str(version), **m, **est,
+            rows.append({"date": day, "model_version": str(version), "role": "champion", **m, **est,
                          "estimate_error_roc_auc": est["estimated_roc_auc"] - m["roc_auc"]})
+        if shadow is not None and len(shadow):
+            pair = joined(pred, shadow, ex)
+            c = compare(pair)
+            m = classification_metrics(pair[LABEL].to_numpy(), pair["p_shadow"].to_numpy())
+            rows.append({"date": day, "model_version": str(shadow["model_version"].iloc[0]), "role": "shadow", **m,
+                         "champion_version": str(shadow["champion_version"].iloc[0]), "paired_flights": c["flights"],
+                         **{k: c[k] for k in ("auc_delta", "auc_delta_ci_low", "auc_delta_ci_high")}})
     perf = pd.DataFrame(rows)
     for day, g in perf.groupby("date"):
         lk.write("prediction_performance", day, g.reset_index(drop=True))
     record_inputs(context, inputs)
-    last = perf.iloc[-1]
+    champ_rows = perf[perf["role"] == "champion"]
+    last = champ_rows.iloc[-1]
+    shadow_last = perf[(perf["role"] == "shadow") & (perf["date"] == last["date"])]
     return dg.MaterializeResult(metadata={
+        **({} if shadow_last.empty else {
+            "shadow_version": str(shadow_last["model_version"].iloc[0]),
+            "shadow_auc_delta": dg.MetadataValue.float(float(shadow_last["auc_delta"].iloc[0])),
+            "shadow_auc_delta_ci_low": dg.MetadataValue.float(float(shadow_last["auc_delta_ci_low"].iloc[0])),
+            "shadow_auc_delta_ci_high": dg.MetadataValue.float(float(shadow_last["auc_delta_ci_high"].iloc[0]))}),
         "roc_auc": dg.MetadataValue.float(float(last["roc_auc"])),
         "log_loss": dg.MetadataValue.float(float(last["log_loss"])),
         "estimated_roc_auc": dg.MetadataValue.float(float(last["estimated_roc_auc"])),
@@ -144,7 +162,7 @@ def prediction_performance(context: dg.AssetExecutionContext, lake: LakeStorage)
         "actual_rate": dg.MetadataValue.float(float(last["actual_rate"])),
         "labelled_flights": int(last["n"]),
         "model_version": str(last["model_version"]),
-        "days": dg.MetadataValue.md(md_table(perf[["date", "model_version", "n", "roc_auc", "estimated_roc_auc",
+        "days": dg.MetadataValue.md(md_table(champ_rows[["date", "model_version", "n", "roc_auc", "estimated_roc_auc",
                                                    "log_loss", "estimated_log_loss", "brier",
                                                    "predicted_rate", "actual_rate"]].to_dict("records"))),
     })

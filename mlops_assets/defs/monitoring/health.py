@@ -80,6 +80,8 @@ def platform_health(context: dg.AssetExecutionContext, mlflow: MlflowTracking, l
 
     perf_days = sorted(inst.get_materialized_partitions(dg.AssetKey("prediction_performance")))[-DAYS:]
     perf = lk.read_many("prediction_performance", perf_days, missing_ok=True)
+    if len(perf) and "role" in perf:
+        perf = perf[perf["role"] != "shadow"]
     perf_rows = perf[["date", "model_version", "roc_auc", "log_loss", "n"]].to_dict("records") if len(perf) else []
     drift_days = sorted(inst.get_materialized_partitions(dg.AssetKey("feature_drift")))[-DAYS:]
     drift = lk.read_many("feature_drift", drift_days, missing_ok=True)

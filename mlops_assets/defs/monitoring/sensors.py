@@ -21,7 +21,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from mlops_assets.defs.ingestion.sensors import INTERVAL
-from mlops_assets.defs.jobs import training_job
+from mlops_assets.defs.jobs import shadow_promotion_job, training_job
 from mlops_assets.defs.observed import IN_FLIGHT, MATERIALIZATION, serving
 from mlops_assets.settings import get_settings
 
@@ -148,6 +148,46 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
                   "mlops/health_days": ",".join(verdict.days) if verdict and decision.kind == "health" else ""},
         ))
     return dg.SensorResult(run_requests=requests, skip_reason=skip, cursor=json.dumps(cursor), asset_events=events)
+
+
+@dg.sensor(
+    job=shadow_promotion_job,
+    minimum_interval_seconds=INTERVAL,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="With MLOPS_SHADOW_PROMOTE_DAYS=N (N >= 1): once the shadow challenger has been significantly "
+                "better than the champion on the same flights over its latest N labelled days, runs "
+                "shadow_promotion_job (which re-decides, validates serving, promotes and deploys).",
+)
+def shadow_promotion_sensor(context: dg.SensorEvaluationContext):
+    from mlops_assets.lib import registry
+    from mlops_assets.lib import shadow as shadow_lib
+    from mlops_assets.lib.storage import Lake
+
+    s = get_settings()
+    if s.shadow_promote_days < 1:
+        return dg.SkipReason("MLOPS_SHADOW_PROMOTE_DAYS is 0: shadow challengers are compared, never promoted")
+    inst = context.instance
+    after = int(context.cursor) if context.cursor else None
+    new = inst.get_latest_storage_id_by_partition(dg.AssetKey("prediction_performance"), MATERIALIZATION,
+                                                  after_cursor=after)
+    if not new:
+        return dg.SkipReason("no newly labelled day")
+    context.update_cursor(str(max([*new.values(), after or 0])))
+    srv = serving(inst)
+    with registry.tracking_errors():
+        registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+        cand = registry.alias_version(registry.CHALLENGER)
+    if srv is None or cand is None or str(cand.version) == srv.version:
+        return dg.SkipReason("no shadow challenger beside the serving champion")
+    by_day = shadow_lib.load_days(Lake(s.lake_uri), shadow=str(cand.version), champion=srv.version,
+                                  last=s.shadow_promote_days)
+    decision = shadow_lib.decide(by_day, shadow=str(cand.version), champion=srv.version, days=s.shadow_promote_days,
+                                 min_delta=s.gate_min_delta, log_loss_tolerance=s.gate_log_loss_tolerance)
+    if not decision.promote:
+        return dg.SkipReason(decision.reason)
+    context.log.info(decision.reason)
+    return dg.RunRequest(run_key=f"shadow:{cand.version}:over:{srv.version}",
+                         tags={"mlops/trigger": "shadow_promotion_sensor", "mlops/shadow_decision": decision.reason[:1000]})
 
 
 def alert_payload(context: dg.RunFailureSensorContext, ui_url: str) -> dict:
