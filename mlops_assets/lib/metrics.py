@@ -33,7 +33,7 @@ def estimated_performance(p, bias: dict | None = None) -> dict[str, float]:
     """Confidence-based performance estimation (CBPE, as NannyML states it): the ROC AUC and log
     loss a day's predictions should reach *if the probabilities are calibrated*, from the
     probabilities alone, before any outcome lands (``bias``: ``estimate_bias`` of the model's
-    holdout, added).  Each row counts as a positive with weight
+    holdout: its AUC correction is added).  Each row counts as a positive with weight
     ``p`` and as a negative with weight ``1 - p``: the expected AUC is the weighted share of
     (positive, negative) pairs of different rows ranked right (ties half), the expected log loss
     the mean entropy of the predictions."""
@@ -49,9 +49,12 @@ def estimated_performance(p, bias: dict | None = None) -> dict[str, float]:
     ranked = float(np.sum(pos * below) + 0.5 * (np.sum(pos * neg) - same_row))
     pairs = float(pos.sum() * neg.sum() - same_row)
     entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    bias = bias or {}
-    return {"estimated_roc_auc": (ranked / pairs if pairs > 0 else float("nan")) + bias.get("roc_auc_bias", 0.0),
-            "estimated_log_loss": float(entropy.mean()) + bias.get("log_loss_bias", 0.0)}
+    # Only the AUC is corrected: on 2013 (bench/signals.py, 302 days) the holdout's correction
+    # halves the AUC estimate's error (median 0.100 -> 0.053) but makes the log loss's worse
+    # (0.085 -> 0.111), whose holdout gap is mostly that week's own delay rate.
+    auc_bias = (bias or {}).get("roc_auc_bias", 0.0)
+    return {"estimated_roc_auc": (ranked / pairs if pairs > 0 else float("nan")) + auc_bias,
+            "estimated_log_loss": float(entropy.mean())}
 
 
 def estimate_bias(dates, y_true, p) -> dict[str, float]:
