@@ -8,7 +8,7 @@ data's calendar, at `--step` days) for each of the 7 alignments of the steps to 
 prints the mean weekly live ROC AUC and the trainings of each. One year through the daemon is
 one of these alignments; the spread says how much of a difference between policies is chance.
 
-    python bench/policy_replay.py --weekly-home .mlops/year/weekly [--step 7] [--health-days 7 ...]
+    python bench/policy_replay.py --weekly-home .mlops/year/weekly [--step 7] [--gate point] [--health-days 7 ...]
 """
 
 import argparse
@@ -51,7 +51,7 @@ def score_all(home: Path) -> tuple[pd.DataFrame, dict]:
     return ex[["date", "label"]], models
 
 
-def replay(ex, models, policy: str, steps, health_policy, first_week: str) -> tuple[float, int]:
+def replay(ex, models, policy: str, steps, health_policy, first_week: str, gate: str = "statistical") -> tuple[float, int]:
     from sklearn.metrics import roc_auc_score
 
     from mlops_assets.lib.health import assess, decide
@@ -80,8 +80,14 @@ def replay(ex, models, policy: str, steps, health_policy, first_week: str) -> tu
             continue
         tried.add(d.week)
         rows = np.concatenate([idx[x] for x in (add(d.week, i) for i in range(7)) if x in idx])
-        champ_auc = None if champ is None else float(roc_auc_score(y[rows], models[champ]["p"][rows]))
-        if GateDecision(models[d.week]["holdout"]["roc_auc"], champ_auc, 0.60, 0.0).promote:
+        if gate == "point":  # the gate before issue 13: holdout AUC point estimates
+            champ_auc = None if champ is None else float(roc_auc_score(y[rows], models[champ]["p"][rows]))
+            promote = GateDecision(models[d.week]["holdout"]["roc_auc"], champ_auc, 0.60, 0.0).promote
+        else:  # the platform's gate: paired DeLong lower bound and the calibration guard, on the week's rows
+            promote = GateDecision.compare(y[rows], models[d.week]["p"][rows],
+                                           None if champ is None else models[champ]["p"][rows],
+                                           min_auc=0.60, min_delta=0.0, log_loss_tolerance=0.01).promote
+        if promote:
             champ = d.week
     aucs = []
     for w in sorted({monday(d) for d in idx}):
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weekly-home", required=True, help="the home of a weekly year (mlops-year)")
     ap.add_argument("--step", type=int, default=7)
     ap.add_argument("--train-weeks", type=int, default=8)
+    ap.add_argument("--gate", choices=("statistical", "point"), default="statistical",
+                    help="the platform's gate (default) or the point-estimate gate it replaced")
     for f in ("days", "calibration_gap", "auc_tolerance", "log_loss_tolerance"):
         ap.add_argument(f"--health-{f.replace('_', '-')}", type=float, default=getattr(HealthPolicy(), f))
     args = ap.parse_args(argv)
@@ -118,7 +126,7 @@ def main(argv=None) -> int:
                 b = min(add(d, args.step - 1), "2013-12-31")
                 steps.append((d, b))
                 d = add(b, 1)
-            runs.append(replay(ex, models, policy, steps, hp, first))
+            runs.append(replay(ex, models, policy, steps, hp, first, args.gate))
         aucs, trains = [r[0] for r in runs], [r[1] for r in runs]
         out[policy] = {"mean_weekly_live_auc": float(np.mean(aucs)), "sd_over_alignments": float(np.std(aucs)),
                        "min": float(np.min(aucs)), "max": float(np.max(aucs)), "trainings_mean": float(np.mean(trains)),
