@@ -89,3 +89,25 @@ def test_a_summer_week_decays_and_requests_retraining_once_per_week(world):
     assert req.tags["mlops/health_days"] == ",".join(f"2013-06-{d}" for d in range(24, 31))
     assert req.tags["mlops/trigger"] == "model_health_sensor"
     assert result.asset_events[0].metadata["health_verdict"].value == "decayed"
+
+
+def test_drift_metadata_on_real_days(world):
+    """feature_drift keeps `features_major_drift` (an integer: features above their calibrated
+    threshold) and adds the model's output drift; the champion's own January week raises fewer
+    alarms than the summer week, and the PSI it reports is the row's."""
+    instance, _ = world  # both weeks were scored by the tests above
+    from mlops_assets.lib.storage import Lake
+
+    lake = Lake(get_settings().lake_uri)
+    winter, summer = lake.read("feature_drift", "2013-02-03"), lake.read("feature_drift", "2013-06-30")
+    for rep in (winter, summer):
+        assert {"threshold", "alarm", "importance", "kind"} <= set(rep.columns)
+        assert (rep["alarm"] == (rep["psi"] > rep["threshold"])).all()
+        assert (rep["kind"] == "output").sum() == 1
+    assert winter["alarm"].sum() < summer["alarm"].sum()
+    assert summer.set_index("feature").loc["temp", "alarm"]  # July against a January reference
+    recs = instance.fetch_materializations(dg.AssetKey("feature_drift"), limit=10).records
+    md = [r.asset_materialization.metadata for r in recs]
+    assert all(isinstance(m["features_major_drift"].value, int) for m in md)
+    assert any(m["features_major_drift"].value == int(summer[summer["kind"] != "output"]["alarm"].sum()) for m in md)
+    assert all("output_psi" in m and "weighted_drift_share" in m for m in md)
