@@ -115,3 +115,17 @@ def test_a_version_that_serves_other_answers_is_not_promoted(world):
     assert res.max_abs_diff == pytest.approx(1e-3, rel=1e-6)
     assert _champion_step(version, champion, res.as_dict()) == []
     assert str(registry.alias_version(registry.CHAMPION).version) == champion
+
+
+def test_the_request_body_carries_every_row_exactly():
+    """What the validation sends must be the rows themselves: MLflow's own parser reads back every
+    value bit for bit (pandas' to_json would round 7.916666666666667 to 7.9166666667)."""
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from mlops_assets.lib.infra_validation import request_body
+
+    rows = pd.DataFrame({"sched_dep_hour": [7 + 55 / 60, 11 + 10 / 60], "temp": [np.nan, 35.06],
+                         "carrier": ["AA", "UA"], "day_of_week": [5.0, 0.0]})
+    parsed = infer_and_parse_data(__import__("json").loads(request_body(rows)))
+    parsed = parsed[0] if isinstance(parsed, tuple) else parsed
+    pd.testing.assert_frame_equal(parsed[rows.columns], rows, check_exact=True)
