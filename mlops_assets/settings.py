@@ -112,7 +112,7 @@ class Settings:
     retrain_policy: str = "health"
     gate_log_loss_tolerance: float = 0.01
     infra_validation: bool = True
-    infra_p99_ms: float = 100.0
+    infra_p99_ms: float = 250.0
     shadow: bool = True
     shadow_promote_days: int = 0
     health_days: int = 7
@@ -221,7 +221,7 @@ def get_settings() -> Settings:
         retrain_policy=_choice("MLOPS_RETRAIN_POLICY", "health", RETRAIN_POLICIES),
         gate_log_loss_tolerance=_float("MLOPS_GATE_LOG_LOSS_TOL", 0.01),
         infra_validation=_choice("MLOPS_INFRA_VALIDATION", "on", ("on", "off")) == "on",
-        infra_p99_ms=_float("MLOPS_INFRA_P99_MS", 100.0),
+        infra_p99_ms=_float("MLOPS_INFRA_P99_MS", 250.0),
         shadow=_choice("MLOPS_SHADOW", "on", ("on", "off")) == "on",
         shadow_promote_days=max(0, _int("MLOPS_SHADOW_PROMOTE_DAYS", 0)),
         health_days=max(3, _int("MLOPS_HEALTH_DAYS", 7)),
