@@ -40,7 +40,10 @@ def year(tmp_path_factory):
     base = tmp_path_factory.mktemp("year")
     homes, out = base / "homes", base / "out"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update({"MLOPS_HOME": str(base), "MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "1", "PYTHONWARNINGS": "ignore"})
+    env.update({"MLOPS_HOME": str(base), "MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "1", "PYTHONWARNINGS": "ignore",
+                # three instances train side by side on 2 cores: a serving latency measured beside
+                # them says nothing about the model (tests/reliability/test_infra_validation.py does)
+                "MLOPS_INFRA_P99_MS": "10000"})
 
     def start(policy, attempt=""):
         fh = open(base / f"{policy}{attempt}.log", "w")
