@@ -121,6 +121,24 @@ def paired_auc_difference(y_true, p_challenger, p_champion, *, level: float = 0.
             "p_value": p}
 
 
+def paired_log_loss_difference(y_true, p_challenger, p_champion, *, level: float = 0.95) -> dict[str, float]:
+    """The log loss difference of two models on the same rows (challenger - champion): the mean of
+    the per-row differences, with a normal ``level`` interval from their standard error."""
+    from scipy import stats
+
+    y = np.asarray(y_true, dtype=float)
+    a = np.clip(np.asarray(p_challenger, dtype=float), 1e-7, 1 - 1e-7)
+    b = np.clip(np.asarray(p_champion, dtype=float), 1e-7, 1 - 1e-7)
+    diff = -(y * np.log(a) + (1 - y) * np.log(1 - a)) + (y * np.log(b) + (1 - y) * np.log(1 - b))
+    if len(diff) < 2:
+        nan = float("nan")
+        return {"log_loss_delta": nan, "log_loss_delta_ci_low": nan, "log_loss_delta_ci_high": nan}
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    m = float(diff.mean())
+    return {"log_loss_delta": m, "log_loss_delta_ci_low": m - z * se, "log_loss_delta_ci_high": m + z * se}
+
+
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
     """The gate, stated as MLflow's ``MetricThreshold`` and made statistical:
@@ -131,7 +149,9 @@ class GateDecision:
       be *shown* better, so two equally good models do not replace each other at random
       (without an interval, the point difference is used, as before);
     * **calibration guard**: the challenger's holdout log loss is no worse than the champion's by
-      more than ``log_loss_tolerance`` (a better ranking with broken probabilities would mislead
+      more than ``log_loss_tolerance``, judged on the same rows with its sampling error: it blocks
+      when the lower 95% bound of the paired difference is above the tolerance (a better ranking
+      with broken probabilities would mislead
       every consumer of the probabilities and the health verdict's calibration rule).
 
     With no champion, the floor alone decides."""
@@ -145,6 +165,7 @@ class GateDecision:
     challenger_log_loss: float | None = None
     champion_log_loss: float | None = None
     log_loss_tolerance: float = 0.01
+    log_loss_delta_ci_low: float | None = None
 
     @classmethod
     def compare(cls, y_true, p_challenger, p_champion, *, min_auc: float, min_delta: float,
@@ -157,8 +178,10 @@ class GateDecision:
                        log_loss_tolerance=log_loss_tolerance)
         theirs = classification_metrics(y_true, p_champion)
         d = paired_auc_difference(y_true, p_challenger, p_champion)
+        ll = paired_log_loss_difference(y_true, p_challenger, p_champion)
         return cls(mine["roc_auc"], theirs["roc_auc"], min_auc, min_delta, d["auc_delta_ci_low"],
-                   d["auc_delta_ci_high"], mine["log_loss"], theirs["log_loss"], log_loss_tolerance)
+                   d["auc_delta_ci_high"], mine["log_loss"], theirs["log_loss"], log_loss_tolerance,
+                   ll["log_loss_delta_ci_low"])
 
     @property
     def has_champion(self) -> bool:
@@ -184,6 +207,8 @@ class GateDecision:
     def calibrated(self) -> bool:
         if not self.has_champion or self.champion_log_loss is None or self.challenger_log_loss is None:
             return True
+        if self.log_loss_delta_ci_low is not None and np.isfinite(self.log_loss_delta_ci_low):
+            return bool(self.log_loss_delta_ci_low <= self.log_loss_tolerance)  # not shown worse
         return bool(self.challenger_log_loss <= self.champion_log_loss + self.log_loss_tolerance)
 
     @property

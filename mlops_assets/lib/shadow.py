@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from mlops_assets.lib.metrics import classification_metrics, paired_auc_difference
+from mlops_assets.lib.metrics import classification_metrics, paired_auc_difference, paired_log_loss_difference
 
 
 def eligible(version_tags: dict[str, str], *, champion: str | None, version: str, first_day: str) -> bool:
@@ -43,7 +43,8 @@ def compare(j: pd.DataFrame) -> dict[str, float]:
     with its 95% interval, and both log losses."""
     y = j["label"].to_numpy(dtype=float)
     d = paired_auc_difference(y, j["p_shadow"].to_numpy(), j["p_champion"].to_numpy())
-    return {"flights": int(len(j)), "shadow_roc_auc": d["auc_challenger"], "champion_roc_auc": d["auc_champion"],
+    ll = paired_log_loss_difference(y, j["p_shadow"].to_numpy(), j["p_champion"].to_numpy())
+    return {"flights": int(len(j)), "log_loss_delta_ci_low": ll["log_loss_delta_ci_low"], "shadow_roc_auc": d["auc_challenger"], "champion_roc_auc": d["auc_champion"],
             "auc_delta": d["auc_delta"], "auc_delta_ci_low": d["auc_delta_ci_low"],
             "auc_delta_ci_high": d["auc_delta_ci_high"],
             "shadow_log_loss": classification_metrics(y, j["p_shadow"])["log_loss"],
@@ -64,8 +65,8 @@ def decide(by_day: dict[str, pd.DataFrame], *, shadow: str | None, champion: str
            min_delta: float = 0.0, log_loss_tolerance: float = 0.01) -> ShadowDecision:
     """Promote ``shadow`` when, pooled over its latest ``days`` labelled days beside ``champion``
     (``by_day``: ``joined`` rows per day), the lower bound of the paired AUC difference is at least
-    ``min_delta`` (and above 0) and its log loss is no worse than the champion's by more than
-    ``log_loss_tolerance``."""
+    ``min_delta`` (and above 0) and its log loss is not shown worse than the champion's by more
+    than ``log_loss_tolerance`` (lower 95% bound of the paired difference)."""
     if shadow is None or champion is None:
         return ShadowDecision(False, "no shadow" if shadow is None else "no champion", shadow, champion)
     window = sorted(d for d, j in by_day.items() if len(j))[-days:]
@@ -75,7 +76,7 @@ def decide(by_day: dict[str, pd.DataFrame], *, shadow: str | None, champion: str
     c = compare(pd.concat([by_day[d] for d in window], ignore_index=True))
     span = f"{window[0]}..{window[-1]}, {c['flights']} flights"
     better = np.isfinite(c["auc_delta_ci_low"]) and c["auc_delta_ci_low"] > max(min_delta, 0.0)
-    calibrated = c["shadow_log_loss"] <= c["champion_log_loss"] + log_loss_tolerance
+    calibrated = c["log_loss_delta_ci_low"] <= log_loss_tolerance  # not shown worse by more than the tolerance
     text = (f"shadow v{shadow} vs champion v{champion} on {span}: AUC delta {c['auc_delta']:+.4f} "
             f"[{c['auc_delta_ci_low']:+.4f}, {c['auc_delta_ci_high']:+.4f}], log loss {c['shadow_log_loss']:.4f} "
             f"vs {c['champion_log_loss']:.4f}")
