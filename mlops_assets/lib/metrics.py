@@ -59,7 +59,7 @@ def estimated_performance(p, bias: dict | None = None) -> dict[str, float]:
 
 def estimate_bias(dates, y_true, p) -> dict[str, float]:
     """How far the realised daily ROC AUC and log loss fall from the CBPE estimate on labelled
-    days (the holdout, at training time): the mean daily difference, added to every later
+    days (the holdout, at training time): the mean daily difference; the AUC one is added to every later
     estimate of this model.  Flights of a day share their weather and the day's own disruptions,
     which the probabilities do not see, so a day's realised AUC falls short of what its
     probabilities promise (measured on 2013: -0.015 to -0.19, changing with the season)."""
