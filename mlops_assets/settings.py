@@ -111,6 +111,7 @@ class Settings:
     sensor_interval_s: int = 30
     retrain_policy: str = "health"
     gate_log_loss_tolerance: float = 0.01
+    recalibration_alpha: float = 0.01
     infra_validation: bool = True
     infra_p99_ms: float = 250.0
     shadow: bool = True
@@ -220,6 +221,7 @@ def get_settings() -> Settings:
         sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", 30)),
         retrain_policy=_choice("MLOPS_RETRAIN_POLICY", "health", RETRAIN_POLICIES),
         gate_log_loss_tolerance=_float("MLOPS_GATE_LOG_LOSS_TOL", 0.01),
+        recalibration_alpha=_float("MLOPS_RECALIBRATION_ALPHA", 0.01),
         infra_validation=_choice("MLOPS_INFRA_VALIDATION", "on", ("on", "off")) == "on",
         infra_p99_ms=_float("MLOPS_INFRA_P99_MS", 250.0),
         shadow=_choice("MLOPS_SHADOW", "on", ("on", "off")) == "on",

@@ -228,7 +228,8 @@ class FlightDelayModel(PythonModel):
         if not hasattr(self, "_array_scorer"):
             from mlops_assets.lib.models.scorer import array_scorer
 
-            self._array_scorer = array_scorer(self.pipeline)
+            # a recalibrated model (lib.calibration.Recalibrated): its base pipeline, then its map
+            self._array_scorer = array_scorer(getattr(self.pipeline, "base", self.pipeline))
         return self._array_scorer
 
     def __getstate__(self):
@@ -263,6 +264,8 @@ class FlightDelayModel(PythonModel):
         if scorer is not None:
             cats = rows.cat_matrix()
             parts = [scorer.predict_proba(cats[i:i + n], rows.nums[i:i + n]) for i in range(0, len(cats), n)]
+            if hasattr(self.pipeline, "adjust"):
+                parts = [self.pipeline.adjust(q) for q in parts]
         else:  # a pipeline of another layout: the pipeline itself, on what feature_matrix(df) gives
             X = rows.frame()
             parts = [self.pipeline.predict_proba(X.iloc[i:i + n])[:, 1] for i in range(0, len(X), n)]

@@ -63,6 +63,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     from mlops_assets.lib import registry
     from mlops_assets.lib.drift import build_reference
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
+    from mlops_assets.lib.calibration import recalibrate_if_needed
     from mlops_assets.lib.metrics import GateDecision, calibration_table, classification_metrics, estimate_bias
     from mlops_assets.lib.training import feature_importance, predict_proba, score_split
 
@@ -94,22 +95,34 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
 
     best_fam = max(FAMILIES, key=lambda f: scored[f]["roc_auc"])
     best = candidates[best_fam]
+    # Calibrated probabilities (every estimate before labels and the calibration guard rest on
+    # them): Cox's test on the valid week; when it rejects, the model is registered with the
+    # fitted map (monotone: the AUC and the family choice stand). lib/calibration.py.
+    valid = ts[ts["split"] == "valid"]
+    model, recal = recalibrate_if_needed(best["model"], valid["label"].to_numpy(), predict_proba(best["model"], valid),
+                                         alpha=_s.recalibration_alpha)
+    recalibrated = model is not best["model"]
     y_holdout = holdout["label"].to_numpy()
-    p_best = predict_proba(best["model"], holdout)
+    p_raw = predict_proba(best["model"], holdout)
+    p_best = predict_proba(model, holdout)
+    if recalibrated:
+        scored[best_fam] = classification_metrics(y_holdout, p_best)
+        registry.log_batch(best["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in scored[best_fam].items()})
     decision = GateDecision.compare(y_holdout, p_best, p_champion, min_auc=_s.gate_min_auc,
                                     min_delta=_s.gate_min_delta, log_loss_tolerance=_s.gate_log_loss_tolerance)
     calibration = calibration_table(y_holdout, p_best)
+    calibration_raw = calibration_table(y_holdout, p_raw) if recalibrated else calibration
     train_rows = ts[ts["split"] == "train"]
     # the drift reference: the training rows' features and the model's output on them, each with
     # its alarm threshold from the window's own day-to-day variability, and each feature's
     # importance to this model (permutation on the holdout)
-    importance = feature_importance(best["model"], holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
+    importance = feature_importance(model, holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
     reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES,
-                                output=predict_proba(best["model"], train_rows), importance=importance)
+                                output=predict_proba(model, train_rows), importance=importance)
     # what the model's own probabilities promise a day against what its holdout days delivered:
     # the correction of every performance estimate made before labels land
     reference["estimate_bias"] = estimate_bias(holdout["date"], y_holdout, p_best)
-    model_uri = registry.log_model(best["mlflow_run_id"], best["model"], best_fam, holdout.head(5), reference)
+    model_uri = registry.log_model(best["mlflow_run_id"], model, best_fam, holdout.head(5), reference)
     tags = {
         "week": week,
         "data_window": training_set["data_window"],
@@ -134,6 +147,10 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "gate_floor": "passed" if decision.passes_floor else "failed",
         "gate_decision": decision.describe(),
         "holdout_calibration_error": f"{calibration['ece']:.6f}",
+        "recalibrated": "yes" if recalibrated else "no",
+        "valid_calibration_intercept": f"{recal.intercept:.6f}",
+        "valid_calibration_slope": f"{recal.slope:.6f}",
+        "valid_calibration_p_value": f"{recal.p_value:.3g}",
         "estimate_auc_bias": f"{reference['estimate_bias']['roc_auc_bias']:.6f}",
     }
     version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
@@ -150,6 +167,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta,
                  "log_loss_tolerance": _s.gate_log_loss_tolerance},
         "decision": decision.as_dict(), "calibration_error": calibration["ece"], "infra": infra,
+        "recalibration": {"applied": recalibrated, **recal.as_dict()},
         "data_window": training_set["data_window"], "mlflow_run_id": best["mlflow_run_id"],
     }
     yield dg.Output(value, metadata={
@@ -162,6 +180,11 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "gate_decision": decision.describe(),
         **_delta_metadata(decision),
         "holdout_calibration_error": dg.MetadataValue.float(calibration["ece"]),
+        "holdout_calibration_error_uncalibrated": dg.MetadataValue.float(calibration_raw["ece"]),
+        "recalibrated": recalibrated,
+        "valid_calibration_slope": dg.MetadataValue.float(recal.slope),
+        "valid_calibration_intercept": dg.MetadataValue.float(recal.intercept),
+        "valid_calibration_p_value": dg.MetadataValue.float(recal.p_value),
         "top_features": ", ".join(sorted(importance, key=importance.get, reverse=True)[:5]),
         "candidates": dg.MetadataValue.md(md_table(rows)),
         "data_window": training_set["data_window"],
