@@ -5,7 +5,8 @@ The test is Cox's (1958): regress the outcome on the logit of the predicted prob
 likelihood-ratio statistic of that hypothesis against the fitted ``(a, b)`` is chi-squared with
 2 degrees of freedom.  When the test rejects at ``alpha``, the fitted ``(a, b)`` *is* the
 recalibration (Platt scaling on the model's own logit): a monotone map, so the ranking, and with it
-the ROC AUC, is unchanged.
+the ROC AUC, is unchanged.  A slope below ``MIN_SLOPE`` (the rows show no ranking: a day of valid
+data can) is never used: only the intercept is fitted then, with the slope fixed at 1.
 
 The platform measures it on the ``valid`` split (the week before the holdout, which the gate keeps
 for itself) and keeps the map only when it is needed; ``bench/calibration.py`` measures what that
@@ -19,6 +20,7 @@ import dataclasses
 import numpy as np
 
 EPS = 1e-7
+MIN_SLOPE = 0.05  # a fitted slope below this is not used (it would flatten or invert the model)
 
 
 def _logit(p) -> np.ndarray:
@@ -58,6 +60,14 @@ def calibration_test(y_true, p) -> CalibrationTest:
         return CalibrationTest(0.0, 1.0, float("nan"), float("nan"), int(len(y)))
     fit = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=200).fit(z.reshape(-1, 1), y)
     a, b = float(fit.intercept_[0]), float(fit.coef_[0, 0])
+    if b < MIN_SLOPE:
+        # no usable ranking on these rows (a day or two of valid data can fit a flat or negative
+        # slope): a map with it would flatten or invert the model. Only the calibration in the
+        # large is fitted then (slope fixed at 1): the root of sum(y - sigmoid(a + z)) = 0.
+        from scipy.optimize import brentq
+        from scipy.special import expit
+
+        a, b = float(brentq(lambda c: float(np.sum(y - expit(c + z))), -20.0, 20.0)), 1.0
     lr = max(0.0, 2 * (_log_likelihood(y, a + b * z) - _log_likelihood(y, z)))
     return CalibrationTest(a, b, lr, float(stats.chi2.sf(lr, df=2)), int(len(y)))
 

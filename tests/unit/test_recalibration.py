@@ -46,6 +46,19 @@ def test_an_overconfident_model_is_found_and_its_map_recovered():
     assert fixed["roc_auc"] == pytest.approx(raw["roc_auc"], abs=1e-12)
 
 
+def test_a_fit_that_would_invert_the_model_only_shifts_it():
+    """Rows on which the model ranks backwards (a tiny or odd valid split) never yield a map that
+    flattens or inverts the model: the slope stays 1, only calibration in the large is fitted."""
+    y, p = _sample(3000, 4)
+    t = calibration_test(1 - y, p)  # outcomes that run against the model's ranking
+    assert t.slope == 1.0 and t.intercept != 0.0
+    from mlops_assets.lib.calibration import apply_map
+
+    q = apply_map(p, t.intercept, t.slope)
+    assert np.all(np.diff(q[np.argsort(p)]) >= 0)  # the order of the model's scores is kept
+    assert abs(q.mean() - (1 - y).mean()) < 0.01  # and the rate is the realised one
+
+
 @pytest.fixture(scope="module")
 def real_model():
     """A HistGradientBoosting model of three real weeks of 2013 (its valid week is out of time)."""
