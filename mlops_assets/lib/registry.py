@@ -358,12 +358,60 @@ class RollbackError(ValueError):
     pass
 
 
+LOCK_KEY = 0x6D6C6F7073  # "mlops": the PostgreSQL advisory lock that guards the champion alias
+LOCK_TIMEOUT_S = 300
+
+
+def lock_url() -> str:
+    """The PostgreSQL database whose advisory lock serialises moves of ``champion`` on a shared
+    (remote) registry: ``MLOPS_PROMOTION_LOCK_URL``, else the Dagster instance's own
+    ``DAGSTER_PG_URL`` (deploy/dagster.yaml), which every run, the daemon and ``mlops-rollback``
+    reach already."""
+    return os.environ.get("MLOPS_PROMOTION_LOCK_URL") or os.environ.get("DAGSTER_PG_URL", "")
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str, timeout_s: float = LOCK_TIMEOUT_S):
+    """``pg_advisory_lock`` on its own connection: held until released or until the connection
+    ends (a killed holder frees it)."""
+    import psycopg2
+
+    dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+    conn = psycopg2.connect(dsn, connect_timeout=10, application_name="mlops-champion-lock")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the champion lock (PostgreSQL advisory lock {LOCK_KEY}) was not free "
+                                       f"within {timeout_s:.0f}s")
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    finally:
+        conn.close()
+
+
 def _alias_lock():
-    """Serialises moves of ``champion`` between processes sharing a local SQLite store (Dagster
-    runs, ``mlops-rollback``). A remote server has no lock to take: the compare-then-set below
-    narrows the race to one round trip there."""
+    """Serialises every move of ``champion`` (promotion, shadow promotion, rollback) between
+    processes: on a local SQLite store a file lock beside the database; on a shared server a
+    PostgreSQL advisory lock (:func:`lock_url`).  Without either (a remote server and no
+    PostgreSQL named), the compare-then-set in :func:`promote` narrows the race to one round trip."""
     db = _sqlite_path(mlflow.get_tracking_uri())
-    return _file_lock(db.with_suffix(".champion.lock")) if db else contextlib.nullcontext()
+    if db:
+        return _file_lock(db.with_suffix(".champion.lock"))
+    url = lock_url()
+    if url.startswith("postgresql"):
+        return _pg_advisory_lock(url)
+    log.warning("champion moves are not serialised: a remote MLflow server and no PostgreSQL lock "
+                "(set MLOPS_PROMOTION_LOCK_URL or DAGSTER_PG_URL)")
+    return contextlib.nullcontext()
 
 
 def _now() -> str:
@@ -372,23 +420,37 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def promote(version: str, *, expected_current: str | None, tags: dict[str, Any]) -> tuple[str, str]:
+def promote(version: str, *, expected_current: str | None, tags: dict[str, Any],
+            regate=None) -> tuple[str, str] | None:
     """Move ``champion`` to ``version`` if it still points where the gate looked
     (``expected_current``, None for "no champion"); returns (the previous version or "none", when).
-    Raises :class:`PromotionConflict` if another promotion or a rollback moved it meanwhile: the
-    gate's comparison is then stale and the challenger must be gated again."""
+
+    All under the champion lock.  If another promotion or a rollback moved it meanwhile, the
+    gate's comparison is stale: with ``regate`` (a function of the current champion's version
+    returning ``(promote, reason)``) the challenger is gated again against the current champion,
+    still under the lock, and promoted only if it passes (None when it does not: nothing moves);
+    without it, :class:`PromotionConflict` is raised."""
     with _alias_lock():
         current = alias_version(CHAMPION)
         now = str(current.version) if current is not None else None
+        extra: dict[str, Any] = {}
         if now != str(version) and now != (str(expected_current) if expected_current else None):
-            raise PromotionConflict(
-                f"not promoting v{version}: the gate compared it with champion "
-                f"{'v' + str(expected_current) if expected_current else '(none)'}, but champion is now v{now}; "
-                "re-run the challenger to gate it against the current champion")
+            stale = (f"the gate compared v{version} with champion "
+                     f"{'v' + str(expected_current) if expected_current else '(none)'}, but champion is now v{now}")
+            if regate is None:
+                raise PromotionConflict(f"not promoting v{version}: {stale}; re-run the challenger to gate it "
+                                        "against the current champion")
+            ok, why = regate(now)
+            extra = {"regated_against": now or "none", "regate_decision": why[:5000]}
+            if not ok:
+                set_version_tags(version, {**extra, "regated_at": _now()})
+                log.info("not promoting v%s: %s; gated again: %s", version, stale, why)
+                return None
+            log.info("%s; gated again and passed: %s", stale, why)
         if now != str(version):
             set_alias(CHAMPION, version)
         when = _now()
-        set_version_tags(version, {"promoted_at": when, "previous_champion": now or "none", **tags})
+        set_version_tags(version, {"promoted_at": when, "previous_champion": now or "none", **extra, **tags})
         return now or "none", when
 
 

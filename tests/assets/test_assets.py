@@ -137,6 +137,6 @@ def test_champion_reapplies_the_gate_and_never_moves_on_a_blocked_challenger(hom
     blocked = {"version": "7", "holdout": {"roc_auc": 0.52}, "champion_auc": None, "data_window": "x",
                "gate": {"min_auc": 0.60, "min_delta": 0.0}}
     out = deployment.champion(context=dg.build_asset_context(partition_key="2013-01-14"), mlflow=res["mlflow"],
-                              challenger=blocked)
+                              lake=res["lake"], challenger=blocked)
     assert list(out) == []
     assert registry.alias_version("champion") is None

@@ -80,8 +80,9 @@ def _champion_step(challenger_version, champion, infra) -> list:
     value = {"version": challenger_version, "holdout": {"roc_auc": 0.9}, "champion_auc": 0.6,
              "champion_version": champion, "data_window": "x", "gate": {"min_auc": 0.6, "min_delta": 0.0},
              "infra": infra}
+    res = build_resources(get_settings())
     return list(deployment.champion(context=dg.build_asset_context(partition_key="2013-01-07"),
-                                    mlflow=build_resources(get_settings())["mlflow"], challenger=value))
+                                    mlflow=res["mlflow"], lake=res["lake"], challenger=value))
 
 
 def test_a_version_that_serves_the_batch_answers_passes(world):

@@ -73,23 +73,41 @@ def test_sabotaged_candidates_never_become_champion(world, sabotage):
     blocked = {"version": latest.version, "holdout": {"roc_auc": float(latest.tags["holdout_roc_auc"])},
                "champion_auc": float(latest.tags["champion_holdout_roc_auc"]), "champion_version": before,
                "data_window": "x", "gate": {"min_auc": 0.6, "min_delta": 0.0}}
+    res = build_resources(get_settings())
     out = deployment.champion(context=dg.build_asset_context(partition_key=WEEK),
-                              mlflow=build_resources(get_settings())["mlflow"], challenger=blocked)
+                              mlflow=res["mlflow"], lake=res["lake"], challenger=blocked)
     assert list(out) == []
     assert _alias() == before
 
 
-def test_a_stale_gate_never_promotes(world):
+def test_a_stale_gate_never_promotes_it_gates_again(world):
     """The gate compared the challenger with champion vA; if champion moved to vB meanwhile (another
-    run, a rollback), promotion refuses instead of replacing vB on a stale comparison."""
+    run, a rollback), promotion never acts on that stale comparison: under the champion lock it
+    gates the challenger again against vB on the week's holdout, and promotes only if that passes."""
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.features import feature_matrix
+    from mlops_assets.lib.metrics import GateDecision
+    from mlops_assets.lib.storage import Lake
+
     champ = _alias()
-    newer = register_model([f"2013-01-{d:02d}" for d in range(1, 21)], tags={"week": WEEK, "gate": "passed"})
+    # trained on shuffled labels: the stale comparison (AUC 0.99 against 0.5) says promote, the truth does not
+    newer = register_model([f"2013-01-{d:02d}" for d in range(1, 21)], shuffle_seed=3,
+                           tags={"week": WEEK, "gate": "passed"})
     stale = {"version": newer, "holdout": {"roc_auc": 0.99}, "champion_auc": 0.5, "champion_version": "0",
              "data_window": "x", "gate": {"min_auc": 0.6, "min_delta": 0.0}}
-    with pytest.raises(dg.Failure, match=f"compared it with champion v0, but champion is now v{champ}"):
-        list(deployment.champion(context=dg.build_asset_context(partition_key=WEEK),
-                                 mlflow=build_resources(get_settings())["mlflow"], challenger=stale))
-    assert _alias() == champ
+    res = build_resources(get_settings())
+    out = list(deployment.champion(context=dg.build_asset_context(partition_key=WEEK), mlflow=res["mlflow"],
+                                   lake=res["lake"], challenger=stale))
+    assert out == [] and _alias() == champ
+    tags = _client().get_model_version("flight_delay", newer).tags
+    assert tags["regated_against"] == champ and "promoted_at" not in tags
+    # what it decided is the gate's own rule on the week's holdout rows
+    ts = Lake(get_settings().lake_uri).read("training_set", WEEK)
+    ho = ts[ts["split"] == "holdout"]
+    X = feature_matrix(ho)
+    d = GateDecision.compare(ho["label"].to_numpy(), registry.load_version(newer).predict(X)["delay_probability"],
+                             registry.load_version(champ).predict(X)["delay_probability"], min_auc=0.6, min_delta=0.0)
+    assert not d.promote and d.describe() in tags["regate_decision"]
 
 
 def _rollback(home, *args):

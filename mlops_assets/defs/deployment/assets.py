@@ -23,7 +23,7 @@ from mlops_assets.settings import get_settings
     output_required=False,
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
-def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challenger: dict):
+def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage, challenger: dict):
     """The week's promotion: moves the registry alias ``champion`` to the challenger's version.
     It re-applies the gate itself, so it never promotes a blocked challenger, whichever path
     started it. A blocked gate is a decision, not an error: the step succeeds without
@@ -42,11 +42,16 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
         context.log.info(f"champion {context.partition_key}: not promoting v{challenger['version']}: "
                          f"infra validation: {infra['reason']}")
         return
-    try:
-        prev_version, now = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
-                                             tags={"promoted_by_dagster_run": context.run_id})
-    except registry.PromotionConflict as exc:
-        raise dg.Failure(description=f"champion {context.partition_key}: {exc}") from None
+    # Under the champion lock: if champion moved since the gate looked (another week's promotion,
+    # a shadow promotion, a rollback), the challenger is gated again against the champion now.
+    promoted = registry.promote(challenger["version"], expected_current=challenger.get("champion_version"),
+                                tags={"promoted_by_dagster_run": context.run_id},
+                                regate=_regate(lake, context.partition_key, challenger["version"]))
+    if promoted is None:
+        context.log.info(f"champion {context.partition_key}: not promoting v{challenger['version']}: champion moved "
+                         "since its gate, and gated again against it, it did not pass")
+        return
+    prev_version, now = promoted
     context.log.info(f"champion: v{prev_version} -> v{challenger['version']} ({decision.describe()})")
     yield dg.Output(
         {"version": challenger["version"], "previous": prev_version, "promoted_at": now,
@@ -58,6 +63,27 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, challeng
             "decision": decision.describe(),
             "data_window": challenger["data_window"],
         })
+
+
+def _regate(lake: LakeStorage, week: str, version: str):
+    """The gate again, for ``version`` against whatever is champion when its promotion finds the
+    alias moved: the same holdout rows (the week's training set), the same decision rule."""
+    def regate(current: str | None) -> tuple[bool, str]:
+        from mlops_assets.lib import registry
+        from mlops_assets.lib.features import feature_matrix
+        from mlops_assets.lib.metrics import GateDecision
+
+        s = get_settings()
+        ts = lake.lake().read("training_set", week)
+        holdout = ts[ts["split"] == "holdout"]
+        X = feature_matrix(holdout)
+        p = registry.load_version(version).predict(X)["delay_probability"].to_numpy()
+        p_cur = registry.load_version(current).predict(X)["delay_probability"].to_numpy() if current else None
+        d = GateDecision.compare(holdout["label"].to_numpy(), p, p_cur, min_auc=s.gate_min_auc,
+                                 min_delta=s.gate_min_delta, log_loss_tolerance=s.gate_log_loss_tolerance)
+        return d.promote, f"v{version} against v{current}: {d.describe()}"
+
+    return regate
 
 
 @dg.asset(
