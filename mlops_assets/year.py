@@ -311,7 +311,8 @@ def run_policy(policy: str, home: Path, first: str, until: str, step: int, inter
             # The source system: the days' schedules and weather, and the outcomes of the day
             # before each (outcomes of `b` land with the next step).
             replay(env_landing(home), b, a, outcomes_from=first)
-            _wait_quiet(inst, platform, t0, cpu)
+            # quiet only after a tick that saw every file landed (one during the landing can see few)
+            _wait_quiet(inst, platform, time.time(), cpu)
             wall = time.time() - t0
             sensor_ms = _time_sensors(inst, cursors)
             new_runs = sorted({r.dagster_run.run_id for r in inst.get_run_records()} - runs_before)

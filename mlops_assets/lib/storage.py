@@ -48,6 +48,10 @@ def _sweep_stale_temporaries(target: Path) -> None:
                 p.unlink()
 
 
+class StoreError(OSError):
+    """A read or write of the object store failed; the message names the store and the key."""
+
+
 class Location:
     """A root folder (local path or URI) holding files addressed by relative keys."""
 
@@ -70,6 +74,22 @@ class Location:
 
     def describe(self, key: str) -> str:
         return str(self.path(key))
+
+    def store(self) -> str:
+        """The object store behind a remote location, as an operator would look for it."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return f"{self.root.split('/', 3)[2] if '://' in self.root else self.root} bucket at " \
+               f"{endpoint or 'the provider default endpoint'}"
+
+    @contextlib.contextmanager
+    def _remote_errors(self, what: str, key: str):
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # botocore/aiohttp errors: connection refused, timeouts, 5xx
+            raise StoreError(f"{what} {self.describe(key)} (key {key!r}) in the object store {self.store()} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
@@ -120,18 +140,25 @@ class Location:
 
     # --- bytes -------------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
+        if self.remote:
+            with self._remote_errors("reading", key):
+                return self.path(key).read_bytes()
         return self.path(key).read_bytes()
 
     def write_bytes(self, key: str, data: bytes) -> bool:
         """Write atomically; returns False (and writes nothing) when the content is unchanged."""
         target = self.path(key)
+        if self.remote:
+            # One PUT (or a multipart upload completed at the end): a reader sees the previous
+            # object or the new one, never part of it, also when the store goes away mid-write.
+            with self._remote_errors("writing", key):
+                if target.exists() and target.stat().st_size == len(data) and target.read_bytes() == data:
+                    return False
+                target.write_bytes(data)
+            return True
         # Compare contents only when the sizes match: one stat per write in the common case.
         if target.exists() and target.stat().st_size == len(data) and target.read_bytes() == data:
             return False
-        if self.remote:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            return True
         target.parent.mkdir(parents=True, exist_ok=True)
         _sweep_stale_temporaries(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
