@@ -1,8 +1,8 @@
 """``make demo``: the whole cycle through Dagster on the embedded default, then a summary.
 
 1. replay the source system into the landing zone (``mlops-replay``);
-2. ingestion + features for the window, one single-run range backfill (``dagster asset materialize``);
-3. the weekly training job for two weeks (``dagster job execute``): the first gate runs with no
+2. ingestion + features for the window, one single-run range backfill (``dg launch --assets``);
+3. the weekly training job for two weeks (``dg launch --job``): the first gate runs with no
    champion, the second against the champion the first promoted; a week that promotes also
    renders the serving deployment of its champion;
 4. predictions, drift and live performance for the days after;
@@ -36,13 +36,15 @@ def _env() -> dict:
     return env
 
 
-def _dagster(args: list[str], label: str, *, check: bool = True) -> tuple[int, float]:
-    """Run one ``dagster`` CLI command; its output goes to a log file under $MLOPS_HOME/logs."""
+def _dagster(args: list[str], label: str, *, check: bool = True, tool: str = "dg") -> tuple[int, float]:
+    """Run one Dagster CLI command (``dg launch ...``, which Dagster 1.13 recommends over
+    ``dagster asset materialize`` / ``dagster job execute``); its output goes to a log file under
+    $MLOPS_HOME/logs."""
     s = get_settings()
     log_dir = s.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}.log"
-    exe = os.path.join(os.path.dirname(sys.executable), "dagster")
+    exe = os.path.join(os.path.dirname(sys.executable), tool)
     t0 = time.perf_counter()
     with open(log_path, "w") as fh:
         rc = subprocess.run([exe, *args, "-m", MODULE], env=_env(), stdout=fh, stderr=subprocess.STDOUT).returncode
@@ -86,11 +88,11 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
     counts = replay(s.landing_uri, p["replay_until"], p["start"])
     print(f"  {'replay ' + p['start'] + '..' + p['replay_until']:<40} {'ok':<18} "
           f"{time.perf_counter() - t0:6.1f}s  ({counts['written']} files written, {counts['unchanged']} unchanged)")
-    _dagster(["asset", "materialize", "--select", "group:ingestion or group:features",
+    _dagster(["launch", "--assets", "group:ingestion or group:features",
               "--partition-range", f"{p['start']}...{p['data_last']}"], "ingestion+features (range backfill)")
     results = {}
     for i, week in enumerate(p["weeks"]):
-        args = ["job", "execute", "-j", "training_job", "--tags", json.dumps({"dagster/partition": week})]
+        args = ["launch", "--job", "training_job", "--partition", week]
         if shuffle_second and i == 1:
             cfg = s.home / "logs" / "shuffle_labels.yaml"
             cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +100,9 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
             args += ["-c", str(cfg)]
         rc, _ = _dagster(args, f"training_job week {week}", check=False)
         results[week] = rc
-    _dagster(["asset", "materialize", "--select",
-              "flight_delay_predictions,feature_drift,prediction_performance",
+    _dagster(["launch", "--assets", "flight_delay_predictions,feature_drift,prediction_performance",
               "--partition-range", f"{p['score_first']}...{p['score_last']}"], "scoring + monitoring (range)")
-    _dagster(["asset", "materialize", "--select", "platform_health"], "platform_health")
+    _dagster(["launch", "--assets", "platform_health"], "platform_health")
     p["training_rc"] = results
     p["seconds"] = time.perf_counter() - t0
     return p
@@ -165,15 +166,49 @@ def summary(p: dict) -> str:
     return "\n".join(lines)
 
 
+def numbers(p: dict) -> dict:
+    """The demo's results as numbers (``--json``): each registered version's gate record, the
+    champion, and each scored day's live performance; what two runs of the demo on different
+    services compare (tests/topology)."""
+    from mlflow import MlflowClient
+
+    from mlops_assets.lib import registry
+    from mlops_assets.lib.storage import Lake
+    from mlops_assets.settings import MODEL_NAME
+
+    s = get_settings()
+    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    versions = sorted(MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
+    champ = registry.alias_version(registry.CHAMPION)
+    lake = Lake(s.lake_uri)
+    days = [d for d in lake.partitions("prediction_performance") if p["score_first"] <= d <= p["score_last"]]
+    perf = lake.read_many("prediction_performance", days) if days else None
+    keep = ("week", "family", "params", "holdout_roc_auc", "holdout_log_loss", "champion_version_compared",
+            "champion_holdout_roc_auc", "gate", "recalibrated", "data_window")
+    return {
+        "versions": [{"version": str(v.version), **{k: v.tags.get(k) for k in keep}} for v in versions],
+        "champion": str(champ.version) if champ else None,
+        "live": [] if perf is None else [
+            {k: (r[k].item() if hasattr(r[k], "item") else r[k]) for k in ("date", "model_version", "role", "roc_auc",
+                                                                             "log_loss", "n") if k in r}
+            for _, r in perf.iterrows()],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mlops-demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--until-week", default="2013-03-04", help="the second training week (a Monday)")
     ap.add_argument("--score-days", type=int, default=7, help="days scored and monitored after it")
     ap.add_argument("--shuffle-second", action="store_true",
                     help="drill: train the second week on shuffled labels (the gate must block it)")
+    ap.add_argument("--json", metavar="PATH", help="also write the results as numbers (versions, gate, live "
+                                                  "performance) to PATH")
     args = ap.parse_args(argv)
     p = run_demo(args.until_week, args.score_days, args.shuffle_second)
     print(summary(p))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(numbers(p), fh, indent=1, default=str)
     return 0
 
 

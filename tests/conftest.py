@@ -27,3 +27,31 @@ def home(tmp_path, monkeypatch):
     yield h
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_settings.cache_clear()
+
+
+# The demo as the e2e test and the production-topology test both run it (the latter compares).
+DEMO_ARGS = ["--until-week", "2013-01-21", "--score-days", "2"]
+DEMO_ENV = {"MLOPS_TRAIN_WEEKS": "2", "MLOPS_TRIALS": "2", "MLOPS_EXECUTOR": "multiprocess"}
+
+
+def run_demo(env: dict, json_path) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([str(Path(sys.executable).parent / "mlops-demo"), *DEMO_ARGS, "--json", str(json_path)],
+                         env={**env, **DEMO_ENV}, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out.stdout
+
+
+@pytest.fixture(scope="session")
+def local_demo(tmp_path_factory):
+    """``mlops-demo`` on the embedded default (SQLite instance, local MLflow store, local lake) on a
+    short window: (home, env, stdout); its numbers in ``home/demo.json``."""
+    home = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLOPS_LAKE_URI",
+                                                             "MLOPS_LANDING_URI")}
+    env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), **DEMO_ENV})
+    stdout = run_demo(env, home / "demo.json")
+    return home, env, stdout

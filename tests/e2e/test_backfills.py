@@ -30,9 +30,10 @@ def test_range_backfill_in_one_run_and_job_backfill_one_run_per_partition(tmp_pa
     replay(home / "landing", "2013-01-06", "2013-01-01")
     env = service_env(home)
 
-    # 1. A single-run range backfill: every asset of both groups, three days, one run.
-    out = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "mlops_assets.definitions",
-                          "--select", "group:ingestion or group:features",
+    # 1. A single-run range backfill: every asset of both groups, three days, one run (`dg launch`,
+    #    as the README shows it; it supersedes `dagster asset materialize`).
+    out = subprocess.run([str(BIN / "dg"), "launch", "-m", "mlops_assets.definitions",
+                          "--assets", "group:ingestion or group:features",
                           "--partition-range", "2013-01-01...2013-01-03"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
