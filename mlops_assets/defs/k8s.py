@@ -29,9 +29,11 @@ RESTRICTED_POD_SECURITY = {
     "seccomp_profile": {"type": "RuntimeDefault"},
 }
 
-# What each kind of step needs (requests == limits for memory; CPU limit allows a burst).
+# What each kind of step needs (requests == limits for memory: no overcommit, no OOM-kill from a
+# neighbour; CPU limit allows a burst). Which size each step gets follows its peak measured at its
+# largest realistic input (bench/step_memory.py; tests/k8s/test_step_sizes.py keeps a 25% margin).
 SIZES = {
-    "small": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    "small": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
     "data": {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     "train": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
 }

@@ -19,7 +19,7 @@ from mlops_assets.settings import get_settings
     partitions_def=weekly_partitions,
     kinds={"mlflow"},
     owners=OWNERS,
-    op_tags=cpu_step_tags("small"),
+    op_tags=cpu_step_tags("data"),  # runs with training_job: see defs/training/assets.py
     output_required=False,
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
@@ -148,7 +148,7 @@ def shadow_promotion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     deps=["champion", "shadow_promotion"],
     kinds={"kubernetes", "mlflow"},
     owners=OWNERS,
-    op_tags=cpu_step_tags("small"),
+    op_tags=cpu_step_tags("data"),  # runs with training_job: see defs/training/assets.py
 )
 def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, kubernetes: KubernetesServing) -> dict:
     """The live serving spec: a Kubernetes Deployment + Service serving the champion's exact version

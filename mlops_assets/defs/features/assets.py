@@ -5,6 +5,7 @@ import dagster as dg
 
 from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, record_inputs, usage_metadata
 from mlops_assets.lib.usage import measure
+from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
 from mlops_assets.settings import get_settings
@@ -18,6 +19,7 @@ MIN_WEATHER_COVERAGE = 0.5
     group_name="features",
     partitions_def=daily_partitions,
     backfill_policy=single_run,
+    op_tags=cpu_step_tags("data"),  # a year in one run: 647 MiB (bench/step_memory.py)
     deps=["raw_flights", "raw_weather"],
     kinds={"pandas", "parquet"},
     owners=OWNERS,
@@ -99,6 +101,7 @@ def _build_features_days(days, lk, planes, out, errors, inputs, planes_sha):
     group_name="features",
     partitions_def=daily_partitions,
     backfill_policy=single_run,
+    op_tags=cpu_step_tags("data"),
     deps=["flight_features", "flight_outcomes"],
     kinds={"pandas", "parquet"},
     owners=OWNERS,

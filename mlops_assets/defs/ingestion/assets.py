@@ -10,6 +10,7 @@ asset checks, so nothing downstream runs after a failure.
 import dagster as dg
 
 from mlops_assets.defs.common import OWNERS, check_specs, fail_with_checks, passed_checks, record_inputs
+from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, window_days
 from mlops_assets.defs.resources import LakeStorage, LandingZone
 from mlops_assets.lib.checks import FEED_CHECKS
@@ -40,7 +41,8 @@ def _ingestion_asset(name: str, feed: str, description: str, deps=()):
         owners=OWNERS,
         description=description,
         check_specs=check_specs(name, checks, CHECK_DESCRIPTIONS),
-        op_tags={"mlops/step": "ingestion"},
+        # sized from bench/step_memory.py: a year in one run peaks at 299 MiB (tests/k8s/test_step_sizes.py)
+        op_tags={"mlops/step": "ingestion", **cpu_step_tags("small")},
         deps=list(deps),
     )
     def _asset(context: dg.AssetExecutionContext, landing: LandingZone, lake: LakeStorage):

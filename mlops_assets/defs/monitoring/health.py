@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from mlops_assets.defs.common import OWNERS, md_table
+from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.resources import LakeStorage, MlflowTracking
 from mlops_assets.settings import get_settings
 
@@ -51,6 +52,7 @@ def _slowest_steps(instance, since: float, runs: int = 50, top: int = 10) -> lis
     group_name="monitoring",
     deps=["prediction_performance", "feature_drift", "champion"],
     kinds={"matplotlib", "mlflow"},
+    op_tags=cpu_step_tags("small"),
     owners=OWNERS,
 )
 def platform_health(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):

@@ -85,7 +85,9 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
 def _sweep_asset(family: str):
     gpu = family == "torch_mlp"
 
-    @dg.op(name=f"plan_{family}_trials", out=dg.DynamicOut(dict), tags=cpu_step_tags("small"))
+    # Sized with the whole training run of a 52-week set, measured as one process (bench/step_memory.py:
+    # 1352 MiB, an upper bound of each step's own peak): "data" (2Gi) is the smallest size 25% above it.
+    @dg.op(name=f"plan_{family}_trials", out=dg.DynamicOut(dict), tags=cpu_step_tags("data"))
     def plan(context: dg.OpExecutionContext, training_set: dict):
         from mlops_assets.lib.models import sweep
 
@@ -140,7 +142,7 @@ def _sweep_asset(family: str):
                 "model": result.model, "training_set": ts_info,
                 "usage": usage.metrics, "usage_device": usage.device}
 
-    @dg.op(name=f"pick_best_{family}", tags=cpu_step_tags("small"))
+    @dg.op(name=f"pick_best_{family}", tags=cpu_step_tags("data"))
     def pick_best(context: dg.OpExecutionContext, trials: list) -> dict:
         best = max(trials, key=lambda t: (t["valid_metrics"]["roc_auc"], -t["trial"]))
         rows = [{"trial": t["trial"], **{k: str(v) for k, v in t["params"].items()},
