@@ -17,7 +17,7 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
     from mlops_assets.defs.partitions import training_window_days
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.drift import build_reference
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
     from mlops_assets.lib.metrics import GateDecision, classification_metrics
@@ -31,16 +31,16 @@ def main() -> int:
     days = [d for d in training_window_days(args.week, s.train_weeks) if lake.has("training_examples", d)]
     ts = make_training_set(lake.read_many("training_examples", days))
     lake.write("training_set", args.week, ts)
-    exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
-    parent = registry.parent_run_id(exp, f"plain-{time.time()}")
+    exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+    parent = tracking.parent_run_id(exp, f"plain-{time.time()}")
     best = {}
     for fam in FAMILIES:
         trials = []
         for i, params in enumerate(sweep(fam, s.trials)):
-            run_id = registry.start_trial_run(exp, parent, f"{fam}-t{i}", {"family": fam})
+            run_id = tracking.start_trial_run(exp, parent, f"{fam}-t{i}", {"family": fam})
             r = train_trial(fam, params, ts, seed=i)
-            registry.log_batch(run_id, params=params, metrics={f"valid_{k}": v for k, v in r.valid_metrics.items()})
-            registry.end_run(run_id)
+            tracking.log_batch(run_id, params=params, metrics={f"valid_{k}": v for k, v in r.valid_metrics.items()})
+            tracking.end_run(run_id)
             trials.append((r, run_id))
         best[fam] = max(trials, key=lambda t: t[0].valid_metrics["roc_auc"])
     holdout = ts[ts["split"] == "holdout"]

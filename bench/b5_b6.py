@@ -29,12 +29,12 @@ def _features(rows: int):
 
 
 def b5(rows: int, repeats: int) -> dict:
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.features import feature_matrix
     from mlops_assets.settings import get_settings
 
     s = get_settings()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     version = registry.alias_version("champion").version
     model = registry.load_version(version)
     df = _features(rows)
@@ -68,12 +68,12 @@ def _free_port() -> int:
 def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3) -> dict:
     import requests
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.features import FEATURE_COLUMNS
     from mlops_assets.settings import get_settings
 
     s = get_settings()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     version = registry.alias_version("champion").version
     model = registry.load_version(version)
     df = _features(200)[FEATURE_COLUMNS]

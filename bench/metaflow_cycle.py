@@ -21,7 +21,7 @@ class WeeklyTrainingFlow(FlowSpec):
     @step
     def start(self):
         from mlops_assets.defs.partitions import training_window_days
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
         from mlops_assets.lib.models import FAMILIES, sweep
         from mlops_assets.lib.storage import Lake
         from mlops_assets.lib.training import make_training_set
@@ -31,14 +31,14 @@ class WeeklyTrainingFlow(FlowSpec):
         lake = Lake(s.lake_uri)
         days = [d for d in training_window_days(self.week, s.train_weeks) if lake.has("training_examples", d)]
         lake.write("training_set", self.week, make_training_set(lake.read_many("training_examples", days)))
-        exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
-        self.parent = registry.parent_run_id(exp, f"metaflow-{self.week}-{id(self)}")
+        exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+        self.parent = tracking.parent_run_id(exp, f"metaflow-{self.week}-{id(self)}")
         self.trials = [(fam, i, params) for fam in FAMILIES for i, params in enumerate(sweep(fam, s.trials))]
         self.next(self.train, foreach="trials")
 
     @step
     def train(self):
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
         from mlops_assets.lib.storage import Lake
         from mlops_assets.lib.training import train_trial
         from mlops_assets.settings import get_settings
@@ -46,17 +46,17 @@ class WeeklyTrainingFlow(FlowSpec):
         s = get_settings()
         fam, i, params = self.input
         ts = Lake(s.lake_uri).read("training_set", self.week)
-        exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
-        run_id = registry.start_trial_run(exp, self.parent, f"{fam}-t{i}", {"family": fam})
+        exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+        run_id = tracking.start_trial_run(exp, self.parent, f"{fam}-t{i}", {"family": fam})
         r = train_trial(fam, params, ts, seed=i)
-        registry.log_batch(run_id, params=params, metrics={f"valid_{k}": v for k, v in r.valid_metrics.items()})
-        registry.end_run(run_id)
+        tracking.log_batch(run_id, params=params, metrics={f"valid_{k}": v for k, v in r.valid_metrics.items()})
+        tracking.end_run(run_id)
         self.family, self.valid_auc, self.run_id, self.model = fam, r.valid_metrics["roc_auc"], run_id, r.model
         self.next(self.join)
 
     @step
     def join(self, inputs):
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import registry, tracking
         from mlops_assets.lib.drift import build_reference
         from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
         from mlops_assets.lib.metrics import GateDecision, classification_metrics
@@ -72,7 +72,7 @@ class WeeklyTrainingFlow(FlowSpec):
         ts = Lake(s.lake_uri).read("training_set", self.week)
         holdout = ts[ts["split"] == "holdout"]
         scored = {fam: score_split(b.model, ts) for fam, b in best.items()}
-        registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+        tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
         champ = registry.alias_version(registry.CHAMPION)
         champ_auc = None
         if champ is not None:

@@ -27,11 +27,11 @@ def main(argv=None) -> int:
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.settings import MODEL_NAME
 
     home = Path(tempfile.mkdtemp(prefix="mlops-registry-"))
-    registry.configure(f"sqlite:///{home / 'mlflow.db'}?timeout=60", (home / "artifacts").as_uri())
+    tracking.configure(f"sqlite:///{home / 'mlflow.db'}?timeout=60", (home / "artifacts").as_uri())
     client = MlflowClient()
     with mlflow.start_run() as run:
         mlflow.log_text("x", "model/placeholder.txt")

@@ -111,14 +111,14 @@ def run_demo(until_week: str, score_days: int, shuffle_second: bool = False) -> 
 def summary(p: dict) -> str:
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.drift import alarm_rows
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES
     from mlops_assets.lib.storage import Lake
     from mlops_assets.settings import MODEL_NAME
 
     s = get_settings()
-    exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     client = MlflowClient()
     lines = ["", "=== summary ==="]
     trials = client.search_runs([exp], "tags.mlops_role = 'trial'", max_results=5000)
@@ -172,12 +172,12 @@ def numbers(p: dict) -> dict:
     services compare (tests/topology)."""
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.storage import Lake
     from mlops_assets.settings import MODEL_NAME
 
     s = get_settings()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     versions = sorted(MlflowClient().search_model_versions(f"name='{MODEL_NAME}'"), key=lambda v: int(v.version))
     champ = registry.alias_version(registry.CHAMPION)
     lake = Lake(s.lake_uri)

@@ -31,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_assets.defs.deployment.assets import model_deployment
     from mlops_assets.defs.partitions import weekly_partitions
     from mlops_assets.defs.resources import build_resources
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.settings import ensure_dagster_home, get_settings
 
     s = get_settings()
     ensure_dagster_home()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     try:
         moved = registry.rollback(args.to, by=args.by, reason=args.reason)
     except registry.RollbackError as exc:

@@ -30,6 +30,7 @@ Variables (all optional):
 ``MLOPS_ALERT_WEBHOOK_URL`` where failed-run alerts are POSTed (unset: logged only)
 ``MLOPS_UI_URL``            the UI's address, for links in alerts (default http://127.0.0.1:3000)
 ``MLOPS_SERVING_MAX_ROWS``  rows allowed per online scoring request (default 10000; more: HTTP 400)
+``MLOPS_PROMOTION_LOCK_URL`` the PostgreSQL database of the champion lock (default ``DAGSTER_PG_URL``)
 k8s profile: ``MLOPS_K8S_NAMESPACE`` (mlops), ``MLOPS_IMAGE``, ``MLOPS_GPU_IMAGE``,
 ``MLOPS_GPU_NODE_SELECTOR`` (k=v,...), ``MLOPS_K8S_SERVICE_ACCOUNT`` (mlops-assets),
 ``MLOPS_K8S_ENV_SECRETS`` (mlops-credentials), ``MLOPS_IO_URI`` (default ``$MLOPS_LAKE_URI/_dagster_io``)
@@ -124,11 +125,15 @@ class Settings:
     health_drift_share: float = 0.5
     alert_webhook_url: str = ""
     ui_url: str = "http://127.0.0.1:3000"
+    serving_max_rows: int = 10_000
+    promotion_lock_url: str = ""
+    dagster_home_override: str = ""
+    mlflow_artifact_root_override: str = ""
     executor: str = "multiprocess"
 
     @property
     def dagster_home(self) -> Path:
-        return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+        return Path(self.dagster_home_override or self.home / "dagster")
 
     @property
     def mlflow_dir(self) -> Path:
@@ -136,7 +141,7 @@ class Settings:
 
     @property
     def mlflow_artifact_root(self) -> str:
-        return os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT") or (self.mlflow_dir / "artifacts").as_uri()
+        return self.mlflow_artifact_root_override or (self.mlflow_dir / "artifacts").as_uri()
 
     @property
     def deploy_dir(self) -> Path:
@@ -234,6 +239,11 @@ def get_settings() -> Settings:
         health_drift_share=_float("MLOPS_HEALTH_DRIFT_SHARE", 0.5),
         alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", ""),
         ui_url=os.environ.get("MLOPS_UI_URL", "http://127.0.0.1:3000"),
+        serving_max_rows=max(1, _int("MLOPS_SERVING_MAX_ROWS", 10_000)),
+        # the champion lock's database: its own setting, else the Dagster instance's PostgreSQL
+        promotion_lock_url=os.environ.get("MLOPS_PROMOTION_LOCK_URL") or os.environ.get("DAGSTER_PG_URL", ""),
+        dagster_home_override=os.environ.get("DAGSTER_HOME", ""),
+        mlflow_artifact_root_override=os.environ.get("MLOPS_MLFLOW_ARTIFACT_ROOT", ""),
     )
 
 

@@ -73,7 +73,7 @@ def usage_metadata(usage) -> dict:
 
 def tracking_guard(fn):
     """Run a step body (function or generator) so that an unreachable MLflow tracking server
-    fails it with one clear message (``registry.TrackingUnavailable``); the step's RetryPolicy,
+    fails it with one clear message (``tracking.TrackingUnavailable``); the step's RetryPolicy,
     where it has one, retries it first."""
     import functools
     import inspect
@@ -81,16 +81,16 @@ def tracking_guard(fn):
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
-            from mlops_assets.lib import registry
+            from mlops_assets.lib import tracking
 
-            with registry.tracking_errors():
+            with tracking.tracking_errors():
                 yield from fn(*args, **kwargs)
         return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
 
-        with registry.tracking_errors():
+        with tracking.tracking_errors():
             return fn(*args, **kwargs)
     return wrapper

@@ -42,16 +42,16 @@ class MlflowTracking(dg.ConfigurableResource):
     experiment: str = EXPERIMENT_NAME
 
     def experiment_id(self) -> str:
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
 
-        with registry.tracking_errors():
-            return registry.configure(self.tracking_uri, self.artifact_root, self.experiment)
+        with tracking.tracking_errors():
+            return tracking.configure(self.tracking_uri, self.artifact_root, self.experiment)
 
     def parent_run(self, context) -> str:
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
 
         exp = self.experiment_id()
-        return registry.parent_run_id(
+        return tracking.parent_run_id(
             exp, context.run_id, job_name=context.job_name,
             tags={"dagster_partition": context.partition_key if context.has_partition_key else ""},
         )

@@ -33,7 +33,6 @@ FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 # The calendar moves by construction (a day is never in its training window): not drift.
 CALENDAR_FEATURES = ["day_of_year", "month"]
 DRIFT_NUMERIC_FEATURES = [c for c in NUMERIC_FEATURES if c not in CALENDAR_FEATURES]
-ID_COLUMNS = ["flight_id", "date"] + source.KEY_COLUMNS
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 
 
@@ -103,7 +102,11 @@ def build_features(schedules: pd.DataFrame, weather: pd.DataFrame, planes: pd.Da
 
 
 class ExamplesError(ValueError):
-    pass
+    """Outcomes that cannot become labels; ``check`` names the asset check that fails."""
+
+    def __init__(self, message: str, check: str):
+        super().__init__(message)
+        self.check = check
 
 
 def build_examples(features: pd.DataFrame, outcomes: pd.DataFrame, *, partition: str = "", file: str = "") -> pd.DataFrame:
@@ -116,7 +119,8 @@ def build_examples(features: pd.DataFrame, outcomes: pd.DataFrame, *, partition:
         rows = [int(i) for i in np.flatnonzero(unknown.to_numpy())[:10]]
         raise ExamplesError(
             f"feed 'outcomes', {where}: {int(unknown.sum())} outcome(s) for flights that were never "
-            f"scheduled (columns {source.KEY_COLUMNS}), e.g. {o_ids[unknown].iloc[0]} (rows {rows})"
+            f"scheduled (columns {source.KEY_COLUMNS}), e.g. {o_ids[unknown].iloc[0]} (rows {rows})",
+            check="outcomes_match_schedule",
         )
     o = pd.DataFrame({
         "flight_id": o_ids.to_numpy(),
@@ -139,7 +143,8 @@ def build_examples(features: pd.DataFrame, outcomes: pd.DataFrame, *, partition:
         raise ExamplesError(
             f"feed 'outcomes', {where}, column 'arr_delay': labels are missing: {int(ex[LABEL].notna().sum())} of "
             f"{len(ex)} scheduled flights ({n_dep} departed) have an arrival delay (expected at least "
-            f"{MIN_LABELLED_FRACTION:.0%} of departed flights)"
+            f"{MIN_LABELLED_FRACTION:.0%} of departed flights)",
+            check="labels_present",
         )
     return ex
 

@@ -235,3 +235,12 @@ class GateDecision:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def gate_from(value: dict) -> GateDecision:
+    """The gate decision the ``challenger`` asset took, rebuilt from its output value (``champion``
+    re-applies it).  A value from before the statistical gate carries only the point AUCs."""
+    if "decision" in value:
+        return GateDecision(**value["decision"])
+    return GateDecision(challenger_auc=value["holdout"]["roc_auc"], champion_auc=value.get("champion_auc"),
+                        min_auc=value["gate"]["min_auc"], min_delta=value["gate"]["min_delta"])

@@ -151,14 +151,6 @@ class Report:
         return [c.message for c in self.checks.values() if not c.passed]
 
 
-class FeedError(ValueError):
-    """A landing file failed validation; ``report`` says which checks and where."""
-
-    def __init__(self, report: Report):
-        self.report = report
-        super().__init__("; ".join(report.errors()))
-
-
 def _bad_rows(mask: pd.Series) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask.to_numpy())[:50]]
 
@@ -359,8 +351,12 @@ def reference_codes(airlines: pd.DataFrame) -> dict[str, set[str]]:
     return {"carrier": set(airlines["carrier"].astype(str))}
 
 
+class LeakageError(ValueError):
+    """A post-departure column reached a pre-departure table."""
+
+
 def assert_no_leakage(columns) -> None:
     """Raise if any post-departure column is among ``columns`` (used on every feature matrix)."""
     leaked = sorted(set(columns) & set(LEAKAGE_COLUMNS))
     if leaked:
-        raise ValueError(f"leakage: post-departure column(s) {leaked} in a pre-departure feature matrix")
+        raise LeakageError(f"leakage: post-departure column(s) {leaked} in a pre-departure feature matrix")

@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from tests.helpers import range_tags
 from mlops_assets.defs.deployment import assets as deployment
 from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.features import assets as features
@@ -18,8 +19,6 @@ DATA_ASSETS = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_ou
                features.flight_features, features.training_examples]
 
 
-def rng_tags(a, b):
-    return {"dagster/asset_partition_range_start": a, "dagster/asset_partition_range_end": b}
 
 
 def checks_of(result):
@@ -32,7 +31,7 @@ def checks_of(result):
 def data_home(home):
     s = get_settings()
     replay(s.landing_uri, "2013-01-10", "2013-01-01")
-    r = dg.materialize(DATA_ASSETS, resources=build_resources(s), tags=rng_tags("2013-01-01", "2013-01-09"))
+    r = dg.materialize(DATA_ASSETS, resources=build_resources(s), tags=range_tags("2013-01-01", "2013-01-09"))
     assert r.success
     return home, r
 
@@ -88,12 +87,12 @@ def test_weekly_training_cycle_in_process(home):
     """training_set -> sweeps -> challenger + gate -> champion for one week, in-process."""
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
 
     s = get_settings()
     replay(s.landing_uri, "2013-01-21", "2013-01-01")
     res = build_resources(s)
-    assert dg.materialize(DATA_ASSETS, resources=res, tags=rng_tags("2013-01-01", "2013-01-20")).success
+    assert dg.materialize(DATA_ASSETS, resources=res, tags=range_tags("2013-01-01", "2013-01-20")).success
     r = dg.materialize(
         [training.training_set, *training.candidate_models, evaluation.challenger, deployment.champion],
         resources=res, partition_key="2013-01-14",
@@ -106,7 +105,7 @@ def test_weekly_training_cycle_in_process(home):
     infra = next(e.event_specific_data for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
                  and e.event_specific_data.check_name == "serving_infra_valid")
     assert infra.metadata["ran"].value is True and infra.metadata["max_abs_diff"].value <= 1e-6
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     champ = registry.alias_version("champion")
     assert champ is not None and champ.tags["week"] == "2013-01-14"
     assert champ.tags["dagster_run_id"] == r.run_id

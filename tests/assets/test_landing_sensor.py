@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from tests.helpers import range_tags
 from mlops_assets.defs.features import assets as features
 from mlops_assets.defs.ingestion import assets as ingestion
 from mlops_assets.defs.ingestion.sensors import landing_zone_sensor
@@ -20,8 +21,6 @@ DATA = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
         features.flight_features, features.training_examples]
 
 
-def rng(a, b):
-    return {"dagster/asset_partition_range_start": a, "dagster/asset_partition_range_end": b}
 
 
 def tick(instance, cursor=None):
@@ -46,7 +45,7 @@ def backfilled(home):
     with dg.instance_for_test() as instance:
         res = build_resources(s)
         # the history as a CLI range backfill leaves it: 01-01..01-09 with labels, 01-10 without
-        assert dg.materialize(DATA, resources=res, instance=instance, tags=rng("2013-01-01", "2013-01-09")).success
+        assert dg.materialize(DATA, resources=res, instance=instance, tags=range_tags("2013-01-01", "2013-01-09")).success
         assert dg.materialize(DATA[:2] + [DATA[3]], resources=res, instance=instance, partition_key="2013-01-10").success
         yield s, instance, res
 

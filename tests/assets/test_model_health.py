@@ -6,6 +6,7 @@ verdict as an observation of that day's prediction_performance."""
 import dagster as dg
 import pytest
 
+from tests.helpers import range_tags
 from mlops_assets.defs.deployment import assets as deployment
 from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.features import assets as features
@@ -22,8 +23,6 @@ DATA = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
 SCORING = [deployment.flight_delay_predictions, monitoring.feature_drift, monitoring.prediction_performance]
 
 
-def rng(a, b):
-    return {"dagster/asset_partition_range_start": a, "dagster/asset_partition_range_end": b}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +45,8 @@ def world(tmp_path_factory):
             assert r.success
             return r
 
-        mat(DATA, tags=rng("2013-01-01", "2013-02-03"))
-        mat(DATA, tags=rng("2013-06-24", "2013-06-30"))
+        mat(DATA, tags=range_tags("2013-01-01", "2013-02-03"))
+        mat(DATA, tags=range_tags("2013-06-24", "2013-06-30"))
         mat([training.training_set, *training.candidate_models, evaluation.challenger, deployment.champion],
             partition_key="2013-01-21")
         mat([deployment.model_deployment])
@@ -66,7 +65,7 @@ def evaluate(instance):
 
 def test_a_healthy_week_requests_nothing(world):
     instance, mat = world
-    mat(SCORING, tags=rng("2013-01-28", "2013-02-03"))
+    mat(SCORING, tags=range_tags("2013-01-28", "2013-02-03"))
     result = evaluate(instance)
     assert not result.run_requests, result.run_requests
     assert "healthy" in result.skip_reason.skip_message, result.skip_reason
@@ -78,7 +77,7 @@ def test_a_healthy_week_requests_nothing(world):
 
 def test_a_summer_week_decays_and_requests_retraining_once_per_week(world):
     instance, mat = world
-    mat(SCORING, tags=rng("2013-06-24", "2013-06-30"))
+    mat(SCORING, tags=range_tags("2013-06-24", "2013-06-30"))
     result = evaluate(instance)
     (req,) = result.run_requests
     assert req.partition_key == "2013-06-24"  # the latest week with all 7 days labelled

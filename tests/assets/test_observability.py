@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from tests.helpers import range_tags
 from mlops_assets.defs.deployment import assets as deployment
 from mlops_assets.defs.evaluation import assets as evaluation
 from mlops_assets.defs.features import assets as features
@@ -22,8 +23,6 @@ DATA = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
 LOGS = {"python_logs": {"managed_python_loggers": ["mlops_assets"], "python_log_level": "INFO"}}
 
 
-def rng(a, b):
-    return {"dagster/asset_partition_range_start": a, "dagster/asset_partition_range_end": b}
 
 
 def meta(result, key):
@@ -45,13 +44,13 @@ def world(tmp_path_factory):
         def mat(assets, **kw):
             return dg.materialize(assets, resources=res, instance=inst, **kw)
 
-        assert mat(DATA, tags=rng("2013-01-01", "2013-01-24")).success
+        assert mat(DATA, tags=range_tags("2013-01-01", "2013-01-24")).success
         train = mat([training.training_set, *training.candidate_models, evaluation.challenger, deployment.champion],
                     partition_key="2013-01-14")
         assert train.success
         assert mat([deployment.model_deployment]).success
         assert mat([deployment.flight_delay_predictions, monitoring.feature_drift, monitoring.prediction_performance],
-                   tags=rng("2013-01-21", "2013-01-24")).success
+                   tags=range_tags("2013-01-21", "2013-01-24")).success
         # one failed run: a bad file re-landed
         bad = pd.read_csv(home / "landing" / "schedules" / "2013-01-25.csv").drop(columns=["dest"])
         bad.to_csv(home / "landing" / "schedules" / "2013-01-25.csv", index=False)

@@ -5,11 +5,11 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from tests.helpers import free_port  # noqa: F401 (re-exported for the tests that import it from here)
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,10 +21,6 @@ LOCATION = "mlops_assets"
 REPOSITORY = "__repository__"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def service_env(home: Path, **extra) -> dict:

@@ -3,16 +3,12 @@ MLflow registry (no Dagster run needed to have a champion to protect)."""
 
 import contextlib
 import os
-import socket
 import uuid
 
+from tests.helpers import free_port  # noqa: F401 (re-exported for the tests that import it from here)
 import pytest
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -66,7 +62,7 @@ def register_model(days: list[str], *, alias: str | None = None, shuffle_seed: i
                    params: dict | None = None, tags: dict | None = None) -> str:
     """Train a logistic regression on the lake's examples of ``days`` and register it as a real
     version of ``flight_delay`` (pyfunc, drift reference, tags); returns the version."""
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.drift import build_reference
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES
     from mlops_assets.lib.storage import Lake
@@ -75,13 +71,13 @@ def register_model(days: list[str], *, alias: str | None = None, shuffle_seed: i
 
     s = get_settings()
     ts = make_training_set(Lake(s.lake_uri).read_many("training_examples", days), shuffle_labels_seed=shuffle_seed)
-    exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
-    parent = registry.parent_run_id(exp, f"test-{uuid.uuid4().hex[:8]}")
-    run_id = registry.start_trial_run(exp, parent, "test-model", {"family": "logistic_regression"})
+    exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+    parent = tracking.parent_run_id(exp, f"test-{uuid.uuid4().hex[:8]}")
+    run_id = tracking.start_trial_run(exp, parent, "test-model", {"family": "logistic_regression"})
     r = train_trial("logistic_regression", params or {"C": 1.0}, ts)
     ref = build_reference(ts[ts["split"] == "train"], DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES)
     uri = registry.log_model(run_id, r.model, "logistic_regression", ts[ts["split"] == "holdout"].head(5), ref)
-    registry.end_run(run_id)
+    tracking.end_run(run_id)
     auc = score_split(r.model, ts)["roc_auc"]
     return registry.register(uri, {"mlflow_run_id": run_id, "family": "logistic_regression",
                                    "holdout_roc_auc": f"{auc:.4f}", **(tags or {})}, alias=alias)

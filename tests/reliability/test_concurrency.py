@@ -37,11 +37,11 @@ def test_four_training_runs_at_once(world):
 
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import tracking
     from mlops_assets.settings import get_settings
 
     s = get_settings()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     client = MlflowClient()
     exp = client.get_experiment_by_name("flight_delay").experiment_id
     with dg.DagsterInstance.from_config(str(home / "dagster")) as inst:

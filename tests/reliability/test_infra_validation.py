@@ -70,7 +70,9 @@ def world(tmp_path_factory):
 
 
 def _register(registry, model) -> str:
-    exp = registry.configure(get_settings().tracking_uri, get_settings().mlflow_artifact_root)
+    from mlops_assets.lib import tracking
+
+    exp = tracking.configure(get_settings().tracking_uri, get_settings().mlflow_artifact_root)
     with mlflow.start_run(experiment_id=exp) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=model, pip_requirements=["mlflow"])
     return registry.register(info.model_uri, {"mlflow_run_id": run.info.run_id, "gate": "passed"})

@@ -99,7 +99,7 @@ def _chain(err) -> str:
 def test_tracking_server_down_mid_training_then_back(world):
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import tracking
 
     home, server = world
     s = get_settings()
@@ -144,5 +144,5 @@ def test_tracking_server_down_mid_training_then_back(world):
     assert len(versions) == 1 and versions[0].status == "READY"
     v = versions[0]
     assert v.tags["dagster_run_id"] == r2.run_id
-    registry.configure(server.url)
+    tracking.configure(server.url)
     assert str(client.get_model_version_by_alias("flight_delay", "champion").version) == str(v.version)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterRunStatus, RunsFilter
 
-from mlops_assets.lib import registry
+from mlops_assets.lib import tracking
 from mlops_assets.settings import get_settings
 from tests.e2e.harness import LOCATION, REPOSITORY, Receiver, dagster_dev, instance, service_env, wait_for
 from tests.reliability.helpers import module_home
@@ -43,9 +43,9 @@ def test_a_killed_training_run_leaves_no_mlflow_run_open(tmp_path_factory, outco
     sensor = f"close_mlflow_runs_of_{outcome}_runs"
     with module_home(tmp_path_factory, f"orphans-{outcome}", days=("2013-01-01", "2013-01-20")) as h:
         s = get_settings()
-        exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+        exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
         # an MLflow run of another Dagster run, still running: must stay as it is
-        bystander = registry.parent_run_id(exp, "another-dagster-run", job_name="training_job")
+        bystander = tracking.parent_run_id(exp, "another-dagster-run", job_name="training_job")
         with Receiver() as rx, dagster_dev(h, MLOPS_SENSOR_INTERVAL_S=2, MLOPS_ALERT_WEBHOOK_URL=rx.url) as dev:
             # a run status sensor starts from the events after its first tick
             wait_for(lambda: _sensor_ticked(dev, sensor) and _sensor_ticked(dev, "run_failure_alert"), 120,

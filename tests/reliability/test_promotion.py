@@ -36,10 +36,10 @@ def world(tmp_path_factory):
 def _client():
     from mlflow import MlflowClient
 
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import tracking
 
     s = get_settings()
-    registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     return MlflowClient()
 
 

@@ -20,7 +20,7 @@ def test_two_promotions_at_once_one_wins_the_other_gates_again(services, pointed
     from mlops_assets.defs.evaluation import assets as evaluation
     from mlops_assets.defs.resources import build_resources
     from mlops_assets.defs.training import assets as training
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.settings import get_settings
     from tests.reliability.helpers import ingest, register_model
 
@@ -32,7 +32,7 @@ def test_two_promotions_at_once_one_wins_the_other_gates_again(services, pointed
                             DAGSTER_PG_URL=services.pg.url("dagster_race"))
         ingest("2013-01-01", "2013-02-03")
         s = get_settings()
-        registry.configure(s.tracking_uri)
+        tracking.configure(s.tracking_uri)
         # a weak champion (shuffled labels) that both weeks' challengers clearly beat
         weak = register_model([f"2013-01-{d:02d}" for d in range(1, 21)], shuffle_seed=5,
                               tags={"week": "2013-01-14", "gate": "passed"})
@@ -44,7 +44,8 @@ def test_two_promotions_at_once_one_wins_the_other_gates_again(services, pointed
             assert r.success
             challengers[week] = r.output_for_node("challenger")
             assert challengers[week]["champion_version"] == weak and challengers[week]["decision"]
-        assert all(evaluation.gate_from(c).promote for c in challengers.values()), "both must pass against the weak one"
+        from mlops_assets.lib.metrics import gate_from
+        assert all(gate_from(c).promote for c in challengers.values()), "both must pass against the weak one"
 
         # both champion steps at once, each in its own process (as two runs' step workers would be)
         procs = {week: subprocess.Popen(

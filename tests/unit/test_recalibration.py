@@ -11,7 +11,7 @@ from mlops_assets.lib import features
 from mlops_assets.lib.calibration import Recalibrated, calibration_test, recalibrate_if_needed
 from mlops_assets.lib.features import LABEL
 from mlops_assets.lib.metrics import classification_metrics
-from mlops_assets.lib.registry import FlightDelayModel
+from mlops_assets.lib.serving_model import FlightDelayModel
 from mlops_assets.lib.training import feature_importance, make_training_set, predict_proba, train_trial
 
 

@@ -11,7 +11,7 @@ from mlops_assets.lib import features
 from mlops_assets.lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL, NUMERIC_FEATURES
 from mlops_assets.lib.models import FAMILIES, GRIDS, make_pipeline
 from mlops_assets.lib.models.scorer import array_scorer
-from mlops_assets.lib.registry import FlightDelayModel
+from mlops_assets.lib.serving_model import FlightDelayModel
 
 SMALL = {"torch_mlp": {"epochs": 1}}
 # float64 families agree to the last bits; the MLP computes in float32, where the batch size

@@ -7,7 +7,6 @@ import dagster as dg
 
 from mlops_assets.defs.common import OWNERS, record_inputs, usage_metadata
 from mlops_assets.lib.usage import measure
-from mlops_assets.defs.evaluation.assets import gate_from
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, weekly_partitions, window_days
 from mlops_assets.defs.resources import KubernetesServing, LakeStorage, MlflowTracking
@@ -30,6 +29,7 @@ def champion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: La
     materialising (so ``model_deployment`` after it does not run) and ``champion`` stays where it
     was. Its partitions are the promotion history."""
     from mlops_assets.lib import registry
+    from mlops_assets.lib.metrics import gate_from
 
     mlflow.experiment_id()
     decision = gate_from(challenger)

@@ -2,7 +2,6 @@
 the best candidate registered as the ``challenger``; the gate as two blocking checks."""
 
 
-import json
 
 import dagster as dg
 
@@ -16,17 +15,6 @@ from mlops_assets.settings import get_settings
 _s = get_settings()
 GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid")
 INFRA_ROWS = 200
-
-
-def gate_from(value: dict):
-    """The gate decision the ``challenger`` asset took, rebuilt from its value (``champion``
-    re-applies it).  A value from before the statistical gate carries only the point AUCs."""
-    from mlops_assets.lib.metrics import GateDecision
-
-    if "decision" in value:
-        return GateDecision(**value["decision"])
-    return GateDecision(challenger_auc=value["holdout"]["roc_auc"], champion_auc=value.get("champion_auc"),
-                        min_auc=value["gate"]["min_auc"], min_delta=value["gate"]["min_delta"])
 
 
 @dg.asset(
@@ -60,133 +48,68 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     """The week's best candidate, registered as a version of the MLflow model ``flight_delay`` with
     alias ``challenger`` and tags naming its data window, Dagster run, code version, parameters and
     metrics.  The gate checks decide whether ``champion`` may move."""
-    from mlops_assets.lib import registry
-    from mlops_assets.lib.drift import build_reference
-    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, feature_matrix
-    from mlops_assets.lib.calibration import recalibrate_if_needed
-    from mlops_assets.lib.metrics import GateDecision, calibration_table, classification_metrics, estimate_bias
-    from mlops_assets.lib.training import feature_importance, predict_proba, score_split
+    from mlops_assets.lib import registry, tracking
+    from mlops_assets.lib.evaluation import Candidate, evaluate_week
 
+    s = get_settings()
     week = context.partition_key
     ts = lake.lake().read("training_set", week)
     holdout = ts[ts["split"] == "holdout"]
     parent = mlflow.parent_run(context)
-
-    rows, scored = [], {}
-    for fam in FAMILIES:
-        cand = candidates[fam]
-        m = score_split(cand["model"], ts, "holdout")
-        scored[fam] = m
-        rows.append({"model": f"candidate {fam}", "params": json.dumps(cand["params"]),
-                     "valid_auc": cand["valid_metrics"]["roc_auc"], "holdout_auc": m["roc_auc"],
-                     "holdout_log_loss": m["log_loss"], "holdout_brier": m["brier"]})
-        registry.log_batch(cand["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in m.items()})
-
     champ = registry.alias_version(registry.CHAMPION)
-    champion_auc = champion_version = p_champion = None
-    if champ is not None:
-        champion_version = str(champ.version)
-        p_champion = registry.load_version(champion_version).predict(feature_matrix(holdout))["delay_probability"].to_numpy()
-        cm = classification_metrics(holdout["label"].to_numpy(), p_champion)
-        champion_auc = cm["roc_auc"]
-        rows.append({"model": f"champion v{champion_version}", "params": champ.tags.get("params", ""),
-                     "valid_auc": float("nan"), "holdout_auc": cm["roc_auc"],
-                     "holdout_log_loss": cm["log_loss"], "holdout_brier": cm["brier"]})
-
-    best_fam = max(FAMILIES, key=lambda f: scored[f]["roc_auc"])
-    best = candidates[best_fam]
-    # Calibrated probabilities (every estimate before labels and the calibration guard rest on
-    # them): Cox's test on the valid week; when it rejects, the model is registered with the
-    # fitted map (monotone: the AUC and the family choice stand). lib/calibration.py.
-    valid = ts[ts["split"] == "valid"]
-    model, recal = recalibrate_if_needed(best["model"], valid["label"].to_numpy(), predict_proba(best["model"], valid),
-                                         alpha=_s.recalibration_alpha)
-    recalibrated = model is not best["model"]
-    y_holdout = holdout["label"].to_numpy()
-    p_raw = predict_proba(best["model"], holdout)
-    p_best = predict_proba(model, holdout)
-    if recalibrated:
-        scored[best_fam] = classification_metrics(y_holdout, p_best)
-        registry.log_batch(best["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in scored[best_fam].items()})
-    decision = GateDecision.compare(y_holdout, p_best, p_champion, min_auc=_s.gate_min_auc,
-                                    min_delta=_s.gate_min_delta, log_loss_tolerance=_s.gate_log_loss_tolerance)
-    calibration = calibration_table(y_holdout, p_best)
-    calibration_raw = calibration_table(y_holdout, p_raw) if recalibrated else calibration
-    train_rows = ts[ts["split"] == "train"]
-    # the drift reference: the training rows' features and the model's output on them, each with
-    # its alarm threshold from the window's own day-to-day variability, and each feature's
-    # importance to this model (permutation on the holdout)
-    importance = feature_importance(model, holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
-    reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES,
-                                output=predict_proba(model, train_rows), importance=importance)
-    # what the model's own probabilities promise a day against what its holdout days delivered:
-    # the correction of every performance estimate made before labels land
-    reference["estimate_bias"] = estimate_bias(holdout["date"], y_holdout, p_best)
-    model_uri = registry.log_model(best["mlflow_run_id"], model, best_fam, holdout.head(5), reference)
-    tags = {
-        "week": week,
-        "data_window": training_set["data_window"],
-        "holdout_window": training_set["holdout_window"],
-        "training_rows": len(ts),
-        "labels_shuffled": training_set.get("labels_shuffled", False),
-        "features_broken": training_set.get("features_broken", "") or "none",
-        "dagster_run_id": context.run_id,
-        "dagster_job": context.job_name,
-        "code_version": _s.code_version,
-        "family": best_fam,
-        "params": json.dumps(best["params"], sort_keys=True),
-        "trial": best["trial"],
-        "mlflow_run_id": best["mlflow_run_id"],
-        "valid_roc_auc": f"{best['valid_metrics']['roc_auc']:.6f}",
-        "holdout_roc_auc": f"{scored[best_fam]['roc_auc']:.6f}",
-        "holdout_log_loss": f"{scored[best_fam]['log_loss']:.6f}",
-        "holdout_brier": f"{scored[best_fam]['brier']:.6f}",
-        "champion_version_compared": champion_version or "none",
-        "champion_holdout_roc_auc": "none" if champion_auc is None else f"{champion_auc:.6f}",
-        "gate": "passed" if decision.promote else "blocked",
-        "gate_floor": "passed" if decision.passes_floor else "failed",
-        "gate_decision": decision.describe(),
-        "holdout_calibration_error": f"{calibration['ece']:.6f}",
-        "recalibrated": "yes" if recalibrated else "no",
-        "valid_calibration_intercept": f"{recal.intercept:.6f}",
-        "valid_calibration_slope": f"{recal.slope:.6f}",
-        "valid_calibration_p_value": f"{recal.p_value:.3g}",
-        "estimate_auc_bias": f"{reference['estimate_bias']['roc_auc_bias']:.6f}",
-    }
+    champion_version = str(champ.version) if champ is not None else None
+    ev = evaluate_week(
+        ts, {f: Candidate(f, c["model"], c["params"], c["valid_metrics"], c["trial"], c["mlflow_run_id"])
+             for f, c in ((f, candidates[f]) for f in FAMILIES)},
+        champion_version=champion_version,
+        champion_predict=None if champ is None else
+        (lambda X: registry.load_version(champion_version).predict(X)["delay_probability"].to_numpy()),
+        min_auc=s.gate_min_auc, min_delta=s.gate_min_delta, log_loss_tolerance=s.gate_log_loss_tolerance,
+        recalibration_alpha=s.recalibration_alpha)
+    for fam in FAMILIES:  # each candidate's holdout scores on its own trial run
+        tracking.log_batch(candidates[fam]["mlflow_run_id"], metrics={f"holdout_{k}": v for k, v in ev.holdout[fam].items()})
+    best_fam, decision = ev.best.family, ev.decision
+    model_uri = registry.log_model(ev.best.mlflow_run_id, ev.model, best_fam, holdout.head(5), ev.reference)
+    tags = ev.tags(
+        week=week, data_window=training_set["data_window"], holdout_window=training_set["holdout_window"],
+        training_rows=len(ts), labels_shuffled=training_set.get("labels_shuffled", False),
+        features_broken=training_set.get("features_broken", "") or "none", dagster_run_id=context.run_id,
+        dagster_job=context.job_name, code_version=s.code_version)
     version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
     infra = _infra_validation(context, registry, version, holdout, decision.promote)
-    registry.log_batch(parent, metrics={"challenger_holdout_roc_auc": scored[best_fam]["roc_auc"],
-                                        **({"champion_holdout_roc_auc": champion_auc} if champion_auc is not None else {})},
+    tracking.log_batch(parent, metrics={"challenger_holdout_roc_auc": ev.metrics["roc_auc"],
+                                        **({"champion_holdout_roc_auc": ev.champion_auc} if ev.champion_auc is not None else {})},
                        tags={"challenger_version": version, "gate": tags["gate"]})
-    registry.end_run(parent)
+    tracking.end_run(parent)
     context.log.info(f"challenger v{version} ({best_fam}): {decision.describe()}")
+    champion_auc, calibration, recal = ev.champion_auc, ev.calibration, ev.recalibration
 
     value = {
         "week": week, "version": version, "family": best_fam, "model_uri": model_uri,
-        "holdout": scored[best_fam], "champion_version": champion_version, "champion_auc": champion_auc,
-        "gate": {"min_auc": _s.gate_min_auc, "min_delta": _s.gate_min_delta,
-                 "log_loss_tolerance": _s.gate_log_loss_tolerance},
+        "holdout": ev.metrics, "champion_version": champion_version, "champion_auc": champion_auc,
+        "gate": {"min_auc": s.gate_min_auc, "min_delta": s.gate_min_delta,
+                 "log_loss_tolerance": s.gate_log_loss_tolerance},
         "decision": decision.as_dict(), "calibration_error": calibration["ece"], "infra": infra,
-        "recalibration": {"applied": recalibrated, **recal.as_dict()},
-        "data_window": training_set["data_window"], "mlflow_run_id": best["mlflow_run_id"],
+        "recalibration": {"applied": ev.recalibrated, **recal.as_dict()},
+        "data_window": training_set["data_window"], "mlflow_run_id": ev.best.mlflow_run_id,
     }
     yield dg.Output(value, metadata={
         "model_version": version,
         "family": best_fam,
-        "holdout_roc_auc": dg.MetadataValue.float(scored[best_fam]["roc_auc"]),
-        "holdout_log_loss": dg.MetadataValue.float(scored[best_fam]["log_loss"]),
+        "holdout_roc_auc": dg.MetadataValue.float(ev.metrics["roc_auc"]),
+        "holdout_log_loss": dg.MetadataValue.float(ev.metrics["log_loss"]),
         "champion_version": champion_version or "none",
         **({} if champion_auc is None else {"champion_holdout_roc_auc": dg.MetadataValue.float(champion_auc)}),
         "gate_decision": decision.describe(),
         **_delta_metadata(decision),
         "holdout_calibration_error": dg.MetadataValue.float(calibration["ece"]),
-        "holdout_calibration_error_uncalibrated": dg.MetadataValue.float(calibration_raw["ece"]),
-        "recalibrated": recalibrated,
+        "holdout_calibration_error_uncalibrated": dg.MetadataValue.float(ev.calibration_raw["ece"]),
+        "recalibrated": ev.recalibrated,
         "valid_calibration_slope": dg.MetadataValue.float(recal.slope),
         "valid_calibration_intercept": dg.MetadataValue.float(recal.intercept),
         "valid_calibration_p_value": dg.MetadataValue.float(recal.p_value),
-        "top_features": ", ".join(sorted(importance, key=importance.get, reverse=True)[:5]),
-        "candidates": dg.MetadataValue.md(md_table(rows)),
+        "top_features": ", ".join(ev.top_features),
+        "candidates": dg.MetadataValue.md(md_table(ev.table)),
         "data_window": training_set["data_window"],
     })
     # A blocked gate is a decision the platform takes every week, not an error: the checks fail

@@ -159,7 +159,7 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
                 "shadow_promotion_job (which re-decides, validates serving, promotes and deploys).",
 )
 def shadow_promotion_sensor(context: dg.SensorEvaluationContext):
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import registry, tracking
     from mlops_assets.lib import shadow as shadow_lib
     from mlops_assets.lib.storage import Lake
 
@@ -174,8 +174,8 @@ def shadow_promotion_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason("no newly labelled day")
     context.update_cursor(str(max([*new.values(), after or 0])))
     srv = serving(inst)
-    with registry.tracking_errors():
-        registry.configure(s.tracking_uri, s.mlflow_artifact_root)
+    with tracking.tracking_errors():
+        tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
         cand = registry.alias_version(registry.CHALLENGER)
     if srv is None or cand is None or str(cand.version) == srv.version:
         return dg.SkipReason("no shadow challenger beside the serving champion")
@@ -244,15 +244,15 @@ def _trains(run: dg.DagsterRun) -> bool:
 
 
 def _close_mlflow_runs(context: dg.RunStatusSensorContext, what: str, status: str) -> None:
-    from mlops_assets.lib import registry
+    from mlops_assets.lib import tracking
 
     run = context.dagster_run
     if not _trains(run):
         return
     s = get_settings()
-    with registry.tracking_errors():  # server down: the tick fails, saying so
-        exp = registry.configure(s.tracking_uri, s.mlflow_artifact_root)
-        closed = registry.close_open_runs(exp, run.run_id, f"Dagster run {run.run_id} {what}", status)
+    with tracking.tracking_errors():  # server down: the tick fails, saying so
+        exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+        closed = tracking.close_open_runs(exp, run.run_id, f"Dagster run {run.run_id} {what}", status)
     if closed:
         context.log.info(f"run {run.run_id} {what}: ended {len(closed)} MLflow run(s) left RUNNING: {closed}")
 

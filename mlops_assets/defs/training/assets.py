@@ -105,7 +105,7 @@ def _sweep_asset(family: str):
     def train(context: dg.OpExecutionContext, mlflow: MlflowTracking, lake: LakeStorage, trial: dict) -> dict:
         import os
 
-        from mlops_assets.lib import registry
+        from mlops_assets.lib import tracking
         from mlops_assets.lib.training import train_trial
 
         if gpu:
@@ -116,24 +116,24 @@ def _sweep_asset(family: str):
         ts = lake.lake().read("training_set", ts_info["week"])
         exp = mlflow.experiment_id()
         parent = mlflow.parent_run(context)
-        run_id = registry.start_trial_run(exp, parent, f"{family}-{ts_info['week']}-t{trial['trial']}", {
+        run_id = tracking.start_trial_run(exp, parent, f"{family}-{ts_info['week']}-t{trial['trial']}", {
             "family": family, "week": ts_info["week"], "dagster_run_id": context.run_id,
             "dagster_step": f"{context.op.name}[{context.get_mapping_key()}]",
         })
         try:
             # MLflow samples CPU, memory (and GPU) of the process while the trial trains.
-            with measure() as usage, registry.system_metrics(run_id):
+            with measure() as usage, tracking.system_metrics(run_id):
                 result = train_trial(family, trial["params"], ts, seed=trial["trial"])
         except Exception:
-            registry.end_run(run_id, "FAILED")
+            tracking.end_run(run_id, "FAILED")
             raise
         metrics = {f"valid_{k}": v for k, v in result.valid_metrics.items()}
         metrics.update({"fit_seconds": result.fit_seconds, "train_rows": result.train_rows})
         metrics.update({k: v for k, v in result.extra.items() if isinstance(v, float)})
         metrics.update({f"step_{k}": v for k, v in usage.metrics.items()})
-        registry.log_batch(run_id, params={"family": family, **result.params}, metrics=metrics,
+        tracking.log_batch(run_id, params={"family": family, **result.params}, metrics=metrics,
                            tags={"device": str(result.extra.get("device", "cpu"))})
-        registry.end_run(run_id)
+        tracking.end_run(run_id)
         context.log.info(f"{family} trial {trial['trial']} {result.params}: valid AUC "
                          f"{result.valid_metrics['roc_auc']:.4f} in {result.fit_seconds:.1f}s (MLflow run {run_id})")
         return {"family": family, "trial": trial["trial"], "params": result.params,
