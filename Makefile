@@ -20,7 +20,8 @@ install: $(STAMP)
 demo: install  ## replay data, run the whole cycle through Dagster, print a summary
 	$(BIN)/mlops-demo
 
-test: install  ## the whole test suite (unit, asset, end-to-end)
+test: install  ## the whole test suite (unit, asset, end-to-end, production topology)
+	.ci/system-deps
 	$(BIN)/python -m pytest
 
 bench: install  ## benchmarks against baselines measured in the same run (bench/RESULTS.md)
