@@ -69,7 +69,11 @@ class Location:
         if self.remote:
             from upath import UPath
 
-            return UPath(self.root) / key
+            # No listings cache: fsspec keeps a directory's listing for the life of the process, so a
+            # long-lived code server (the landing sensor) would never see files landed after its
+            # first look, nor `exists` a partition written by another process (found by
+            # tests/topology: the sensor on S3 saw none of the new days).
+            return UPath(self.root, use_listings_cache=False) / key
         return Path(self.root) / key
 
     def describe(self, key: str) -> str:

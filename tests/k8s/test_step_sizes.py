@@ -56,15 +56,16 @@ def test_every_step_limit_exceeds_its_measured_peak_with_margin():
 
 
 def test_a_short_measurement_stays_below_the_committed_full_one(tmp_path):
-    """CI's short version of the measurement (two weeks): it runs, and a smaller input never needs
-    more than the committed full-size figures."""
+    """CI's short version of the measurement (two weeks): it runs, and what it measures stays within
+    the margin the sizes keep above the committed full-size figures (a group whose input does not
+    grow with the span, platform_health, measures the same either way, give or take its noise)."""
     out = tmp_path / "short.json"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "step_memory.py"), "--short", "--out", str(out),
                         "--home", str(tmp_path / "home")], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     short, full = json.loads(out.read_text())["groups"], json.loads(MEASURED.read_text())["groups"]
     for group, g in short.items():
-        assert 100 < g["peak_mb"] <= full[group]["peak_mb"] * 1.05, (group, g, full[group])
+        assert 100 < g["peak_mb"] <= full[group]["peak_mb"] * MARGIN, (group, g, full[group])
 
 
 @pytest.mark.parametrize("name", ["raw_flights", "flight_features", "training_examples", "platform_health"])
