@@ -153,7 +153,21 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ObjectStore:
+class _Process:
+    """A server process of its own session: stopped (SIGTERM, then SIGKILL) or killed outright."""
+
+    proc: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+class ObjectStore(_Process):
     """SeaweedFS (``weed server``) with its S3 gateway on free ports, one access key."""
 
     def __init__(self, root: Path):
@@ -220,16 +234,9 @@ class ObjectStore:
                 return out
             token = page["NextContinuationToken"]
 
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
-class MlflowServer:
+class MlflowServer(_Process):
     """``mlflow server``: runs and registry in PostgreSQL, artifacts in the object store (proxied:
     clients need no object-store credentials of their own)."""
 
@@ -258,13 +265,6 @@ class MlflowServer:
             env=env, stdout=open(self.log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
         _wait(lambda: requests.get(f"{self.url}/health", timeout=2).ok, timeout, "MLflow server", self.proc, self.log)
 
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
 
 
 class Services:
