@@ -1,28 +1,24 @@
 """The code location: ``mlops_assets.definitions:defs``.
 
-Thin: assets from ``defs/<domain>/``, resources and executor for the active profile
-(``MLOPS_PROFILE``).  Heavy libraries (torch, mlflow, scikit-learn) are imported inside the
-steps, never here.
+Thin: every asset, check, job, sensor and schedule is found in the ``defs/`` package (adding one
+is a one-file change: define it at the top level of a module under ``defs/``); resources and the
+executor come from the active profile (``MLOPS_PROFILE``).  Heavy libraries (torch, mlflow,
+scikit-learn) are imported inside the steps, never here.
+
+``dg.load_definitions_from_package_module`` rather than ``dg.load_from_defs_folder``: the latter
+finds the package through ``pyproject.toml``, which an installed package (the image's
+``pip install .``) does not carry; both find the same definitions (tests/test_defs.py).
 """
 
 
 import atexit
 import gc
+import warnings
 
 import dagster as dg
 
-from mlops_assets.defs.deployment import assets as deployment
-from mlops_assets.defs.evaluation import assets as evaluation
-from mlops_assets.defs.features import assets as features
-from mlops_assets.defs.ingestion import assets as ingestion
-from mlops_assets.defs.ingestion import sensors as ingestion_sensors
-from mlops_assets.defs.jobs import ALL_JOBS
-from mlops_assets.defs.monitoring import assets as monitoring
-from mlops_assets.defs.monitoring import health
-from mlops_assets.defs.monitoring import sensors as monitoring_sensors
+import mlops_assets.defs
 from mlops_assets.defs.resources import build_resources
-from mlops_assets.defs.training import assets as training
-from mlops_assets.defs.training import schedules
 from mlops_assets.settings import get_settings
 
 
@@ -65,22 +61,15 @@ atexit.register(gc.freeze)
 
 settings = get_settings()
 
-defs = dg.Definitions(
-    assets=[
-        ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
-        features.flight_features, features.training_examples,
-        training.training_set, *training.candidate_models,
-        evaluation.challenger,
-        deployment.champion, deployment.shadow_promotion, deployment.model_deployment, deployment.flight_delay_predictions,
-        monitoring.feature_drift, monitoring.prediction_performance, health.platform_health,
-    ],
-    jobs=[*ALL_JOBS, health.platform_health_job],
-    sensors=[ingestion_sensors.landing_zone_sensor,
-             monitoring_sensors.model_health_sensor, monitoring_sensors.shadow_promotion_sensor,
-             monitoring_sensors.run_failure_alert,
-             monitoring_sensors.close_mlflow_runs_of_failed_runs, monitoring_sensors.close_mlflow_runs_of_canceled_runs],
-    schedules=[schedules.weekly_training_schedule, schedules.daily_scoring_schedule,
-               health.platform_health_schedule],
-    resources=build_resources(settings),
-    executor=build_executor(settings),
+
+def load_defs_folder() -> dg.Definitions:
+    """Everything defined at the top level of a module under ``defs/``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # the loader itself is marked preview
+        return dg.load_definitions_from_package_module(mlops_assets.defs)
+
+
+defs = dg.Definitions.merge(
+    load_defs_folder(),
+    dg.Definitions(resources=build_resources(settings), executor=build_executor(settings)),
 )
