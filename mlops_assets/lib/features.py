@@ -17,23 +17,17 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from mlops_assets.lib import source
+from mlops_assets.lib import schema, source
 from mlops_assets.lib.validation import MIN_LABELLED_FRACTION, assert_no_leakage
 
 LABEL = "label"
-CATEGORICAL_FEATURES = ["carrier", "origin", "dest"]
-NUMERIC_FEATURES = [
-    "sched_dep_hour", "sched_arr_hour", "sched_duration_min", "distance",
-    "day_of_week", "day_of_year", "month",
-    "plane_age", "plane_seats", "plane_engines",
-    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
-    "origin_hour_departures", "origin_day_departures",
-]
+CATEGORICAL_FEATURES = list(schema.CATEGORICAL)
+NUMERIC_FEATURES = list(schema.NUMERIC)
 FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 # The calendar moves by construction (a day is never in its training window): not drift.
 CALENDAR_FEATURES = ["day_of_year", "month"]
 DRIFT_NUMERIC_FEATURES = [c for c in NUMERIC_FEATURES if c not in CALENDAR_FEATURES]
-WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+WEATHER_FEATURES = list(schema.WEATHER)
 
 
 def _hhmm_to_minutes(x: pd.Series) -> pd.Series:
@@ -165,19 +159,10 @@ class InputError(ValueError):
     """Rows given to a model do not meet its input contract."""
 
 
-# The input contract of a registered model: what every row must hold. Numeric: (low, high,
-# missing allowed). Weather and plane columns may be missing (a sensor gap, an unknown plane);
-# the schedule's own columns may not. Categorical: the pattern of a valid code.
-NUMERIC_CONTRACT: dict[str, tuple[float, float, bool]] = {
-    "sched_dep_hour": (0, 24, False), "sched_arr_hour": (0, 24, False), "sched_duration_min": (0, 1440, False),
-    "distance": (10, 6000, False), "day_of_week": (0, 6, False), "day_of_year": (1, 366, False),
-    "month": (1, 12, False), "plane_age": (-2, 100, True), "plane_seats": (1, 1000, True),
-    "plane_engines": (0, 8, True), "temp": (-60, 130, True), "dewp": (-80, 100, True), "humid": (0, 100, True),
-    "wind_dir": (0, 360, True), "wind_speed": (0, 150, True), "wind_gust": (0, 200, True),
-    "precip": (0, 10, True), "pressure": (850, 1100, True), "visib": (0, 100, True),
-    "origin_hour_departures": (0, 10000, False), "origin_day_departures": (0, 10000, False),
-}
-CATEGORICAL_CONTRACT = {"carrier": r"^[A-Z0-9]{2}$", "origin": r"^(EWR|JFK|LGA)$", "dest": r"^[A-Z]{3}$"}
+# The input contract of a registered model (lib/schema.py): numeric feature -> (low, high, missing
+# allowed); categorical feature -> the pattern of a valid code.
+NUMERIC_CONTRACT: dict[str, tuple[float, float, bool]] = schema.numeric_contract()
+CATEGORICAL_CONTRACT = schema.CATEGORICAL_CONTRACT
 
 
 class ScoringInput(NamedTuple):

@@ -28,70 +28,11 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.lib import source
+from mlops_assets.lib.schema import FEEDS, NYC_ORIGINS, Col  # noqa: F401  (the one schema)
 
-NYC_ORIGINS = ("EWR", "JFK", "LGA")
 # Known only after departure: must never reach a pre-departure feed or the feature matrix.
 LEAKAGE_COLUMNS = ("dep_time", "dep_delay", "arr_time", "arr_delay", "air_time", "cancelled", "diverted")
-
-
-@dataclasses.dataclass(frozen=True)
-class Col:
-    kind: str  # "int" | "float" | "str" | "timestamp"
-    nullable: bool = False
-    lo: float | None = None
-    hi: float | None = None
-    out_of_range: str = "fail"  # "fail" | "null"
-    choices: tuple[str, ...] | None = None
-    pattern: str | None = None
-
-
-_KEY = {
-    "year": Col("int", lo=2000, hi=2100),
-    "month": Col("int", lo=1, hi=12),
-    "day": Col("int", lo=1, hi=31),
-    "carrier": Col("str", pattern=r"^[A-Z0-9]{2}$"),
-    "flight": Col("int", lo=1, hi=9999),
-    "origin": Col("str", choices=NYC_ORIGINS),
-    "sched_dep_time": Col("int", lo=0, hi=2359),
-}
-
-SCHEMAS: dict[str, dict[str, Col]] = {
-    "schedules": {
-        **_KEY,
-        "sched_arr_time": Col("int", lo=0, hi=2359),
-        "tailnum": Col("str", nullable=True),
-        "dest": Col("str", pattern=r"^[A-Z]{3}$"),
-        "distance": Col("float", lo=10, hi=6000),
-        "hour": Col("int", lo=0, hi=23),
-        "minute": Col("int", lo=0, hi=59),
-        "time_hour": Col("timestamp"),
-    },
-    "weather": {
-        "origin": Col("str", choices=NYC_ORIGINS),
-        "year": Col("int", lo=2000, hi=2100),
-        "month": Col("int", lo=1, hi=12),
-        "day": Col("int", lo=1, hi=31),
-        "hour": Col("int", lo=0, hi=23),
-        "temp": Col("float", nullable=True, lo=-60, hi=130, out_of_range="null"),
-        "dewp": Col("float", nullable=True, lo=-80, hi=100, out_of_range="null"),
-        "humid": Col("float", nullable=True, lo=0, hi=100, out_of_range="null"),
-        "wind_dir": Col("float", nullable=True, lo=0, hi=360, out_of_range="null"),
-        "wind_speed": Col("float", nullable=True, lo=0, hi=150, out_of_range="null"),
-        "wind_gust": Col("float", nullable=True, lo=0, hi=200, out_of_range="null"),
-        "precip": Col("float", nullable=True, lo=0, hi=10, out_of_range="null"),
-        "pressure": Col("float", nullable=True, lo=850, hi=1100, out_of_range="null"),
-        "visib": Col("float", nullable=True, lo=0, hi=100, out_of_range="null"),
-        "time_hour": Col("timestamp"),
-    },
-    "outcomes": {
-        **_KEY,
-        "dep_time": Col("float", nullable=True, lo=0, hi=2400),
-        "dep_delay": Col("float", nullable=True, lo=-180, hi=2000),
-        "arr_time": Col("float", nullable=True, lo=0, hi=2400),
-        "arr_delay": Col("float", nullable=True, lo=-180, hi=2000),
-        "air_time": Col("float", nullable=True, lo=1, hi=1000),
-    },
-}
+SCHEMAS: dict[str, dict[str, Col]] = FEEDS
 KEYS = {
     "schedules": source.KEY_COLUMNS,
     "outcomes": source.KEY_COLUMNS,
