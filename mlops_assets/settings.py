@@ -49,6 +49,8 @@ from pathlib import Path
 PROFILES = ("local", "k8s")
 RETRAIN_POLICIES = ("health", "weekly", "frozen")
 MODEL_NAME = "flight_delay"
+# PSI above this is the textbook "major" shift: the alarm where no calibrated threshold exists.
+PSI_MAJOR = 0.25
 EXPERIMENT_NAME = "flight_delay"
 
 
@@ -121,7 +123,7 @@ class Settings:
     health_calibration_gap: float = 0.08
     health_auc_tolerance: float = 0.08
     health_log_loss_tolerance: float = 0.5
-    health_psi: float = 0.25
+    health_psi: float = PSI_MAJOR
     health_drift_share: float = 0.5
     alert_webhook_url: str = ""
     ui_url: str = "http://127.0.0.1:3000"
@@ -184,6 +186,9 @@ def _executor(choice: str) -> str:
     return choice
 
 
+_D = Settings  # the defaults, written once: the dataclass fields above
+
+
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     home = Path(os.environ.get("MLOPS_HOME") or ".mlops").resolve()
@@ -223,23 +228,23 @@ def get_settings() -> Settings:
         k8s_service_account=os.environ.get("MLOPS_K8S_SERVICE_ACCOUNT", "mlops-assets"),
         k8s_env_secrets=tuple(x for x in os.environ.get("MLOPS_K8S_ENV_SECRETS", "mlops-credentials").split(",") if x),
         io_uri=os.environ.get("MLOPS_IO_URI", ""),
-        sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", 30)),
-        retrain_policy=_choice("MLOPS_RETRAIN_POLICY", "health", RETRAIN_POLICIES),
-        gate_log_loss_tolerance=_float("MLOPS_GATE_LOG_LOSS_TOL", 0.01),
-        recalibration_alpha=_float("MLOPS_RECALIBRATION_ALPHA", 0.01),
+        sensor_interval_s=max(1, _int("MLOPS_SENSOR_INTERVAL_S", _D.sensor_interval_s)),
+        retrain_policy=_choice("MLOPS_RETRAIN_POLICY", _D.retrain_policy, RETRAIN_POLICIES),
+        gate_log_loss_tolerance=_float("MLOPS_GATE_LOG_LOSS_TOL", _D.gate_log_loss_tolerance),
+        recalibration_alpha=_float("MLOPS_RECALIBRATION_ALPHA", _D.recalibration_alpha),
         infra_validation=_choice("MLOPS_INFRA_VALIDATION", "on", ("on", "off")) == "on",
-        infra_p99_ms=_float("MLOPS_INFRA_P99_MS", 250.0),
+        infra_p99_ms=_float("MLOPS_INFRA_P99_MS", _D.infra_p99_ms),
         shadow=_choice("MLOPS_SHADOW", "on", ("on", "off")) == "on",
-        shadow_promote_days=max(0, _int("MLOPS_SHADOW_PROMOTE_DAYS", 0)),
-        health_days=max(3, _int("MLOPS_HEALTH_DAYS", 7)),
-        health_calibration_gap=_float("MLOPS_HEALTH_CALIBRATION_GAP", 0.08),
-        health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", 0.08),
-        health_log_loss_tolerance=_float("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", 0.5),
-        health_psi=_float("MLOPS_HEALTH_PSI", 0.25),
-        health_drift_share=_float("MLOPS_HEALTH_DRIFT_SHARE", 0.5),
+        shadow_promote_days=max(0, _int("MLOPS_SHADOW_PROMOTE_DAYS", _D.shadow_promote_days)),
+        health_days=max(3, _int("MLOPS_HEALTH_DAYS", _D.health_days)),
+        health_calibration_gap=_float("MLOPS_HEALTH_CALIBRATION_GAP", _D.health_calibration_gap),
+        health_auc_tolerance=_float("MLOPS_HEALTH_AUC_TOLERANCE", _D.health_auc_tolerance),
+        health_log_loss_tolerance=_float("MLOPS_HEALTH_LOG_LOSS_TOLERANCE", _D.health_log_loss_tolerance),
+        health_psi=_float("MLOPS_HEALTH_PSI", _D.health_psi),
+        health_drift_share=_float("MLOPS_HEALTH_DRIFT_SHARE", _D.health_drift_share),
         alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", ""),
         ui_url=os.environ.get("MLOPS_UI_URL", "http://127.0.0.1:3000"),
-        serving_max_rows=max(1, _int("MLOPS_SERVING_MAX_ROWS", 10_000)),
+        serving_max_rows=max(1, _int("MLOPS_SERVING_MAX_ROWS", _D.serving_max_rows)),
         # the champion lock's database: its own setting, else the Dagster instance's PostgreSQL
         promotion_lock_url=os.environ.get("MLOPS_PROMOTION_LOCK_URL") or os.environ.get("DAGSTER_PG_URL", ""),
         dagster_home_override=os.environ.get("DAGSTER_HOME", ""),

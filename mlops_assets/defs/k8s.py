@@ -8,6 +8,7 @@ Pods follow the Restricted Pod Security Standard.
 
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 from mlops_assets.settings import get_settings
@@ -122,3 +123,45 @@ def render_step_job(op_tags, step_key: str, *, run_id: str, job_name: str = "tra
         env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": job_name}, {"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
     )
     return ApiClient().sanitize_for_serialization(job)
+
+
+def render_job_steps(job_name: str) -> dict[str, dict]:
+    """Every step of ``job_name`` as the Kubernetes Job ``k8s_job_executor`` would create for it."""
+    from mlops_assets.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    if job.executor_def.name != "k8s":  # k8s_job_executor's name: only then is each step a pod
+        raise RuntimeError(f"{job_name} runs on the {job.executor_def.name!r} executor, not k8s_job_executor")
+    return {node.name: {"pool": node.pool, "job": render_step_job(node.tags, node.name, run_id="0123456789abcdef",
+                                                                   job_name=job_name)}
+            for node in job.graph.iterate_op_defs()}
+
+
+def main(argv=None) -> int:
+    """Write what a job's step pods would be, for review or ``kubectl apply --dry-run=server``:
+
+        MLOPS_PROFILE=k8s MLOPS_IMAGE=... python -m mlops_assets.defs.k8s training_job --out steps/
+    """
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m mlops_assets.defs.k8s", description=main.__doc__.splitlines()[0])
+    ap.add_argument("job", help="a job of the code location, e.g. training_job")
+    ap.add_argument("--out", type=Path, help="a folder for one YAML per step (default: JSON on stdout)")
+    args = ap.parse_args(argv)
+    if get_settings().profile != "k8s":
+        ap.error("set MLOPS_PROFILE=k8s: the local profile runs no pods")
+    steps = render_job_steps(args.job)
+    if args.out is None:
+        print(json.dumps(steps))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for op, step in steps.items():
+        (args.out / f"{op}.yaml").write_text(yaml.safe_dump(step["job"], sort_keys=False))
+    print(f"{len(steps)} step Jobs of {args.job} in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

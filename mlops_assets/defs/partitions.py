@@ -7,11 +7,13 @@ import dagster as dg
 
 from mlops_assets.settings import get_settings
 
-_s = get_settings()
+# Read when the code location loads: the shape of the graph (partitions, the training window's
+# mapping, the sweep's size) and the descriptions. Steps call get_settings() when they run.
+_loaded = get_settings()
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=_s.start, end_date=_s.end)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=_loaded.start, end_date=_loaded.end)
 # Weeks start on Monday (day_offset=1); a week's partition key is its Monday.
-weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=_s.start, end_date=_s.end, day_offset=1)
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=_loaded.start, end_date=_loaded.end, day_offset=1)
 single_run = dg.BackfillPolicy.single_run()
 
 
@@ -32,12 +34,12 @@ def training_window_days(week: str, weeks: int) -> list[str]:
     clipped to the partitioned span."""
     end = date.fromisoformat(week) + timedelta(days=7)
     start = end - timedelta(weeks=weeks)
-    first = max(start, datetime.fromisoformat(_s.start).date())
+    first = max(start, datetime.fromisoformat(_loaded.start).date())
     return [(first + timedelta(days=i)).isoformat() for i in range((end - first).days)]
 
 
 def trailing_days(day: str, n: int) -> list[str]:
     """``n`` days ending with ``day``, clipped to the partitioned span."""
     d = date.fromisoformat(day)
-    first = datetime.fromisoformat(_s.start).date()
+    first = datetime.fromisoformat(_loaded.start).date()
     return [x.isoformat() for x in (d - timedelta(days=n - 1 - i) for i in range(n)) if x >= first]

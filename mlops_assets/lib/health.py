@@ -35,16 +35,18 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.settings import RETRAIN_POLICIES as POLICIES
+from mlops_assets.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
 class HealthPolicy:
-    days: int = 7
-    calibration_gap: float = 0.08
-    auc_tolerance: float = 0.08
-    log_loss_tolerance: float = 0.5
-    psi_threshold: float = 0.25
-    drift_share: float = 0.5
+    # the defaults are the settings' (MLOPS_HEALTH_*), written once in settings.Settings
+    days: int = Settings.health_days
+    calibration_gap: float = Settings.health_calibration_gap
+    auc_tolerance: float = Settings.health_auc_tolerance
+    log_loss_tolerance: float = Settings.health_log_loss_tolerance
+    psi_threshold: float = Settings.health_psi
+    drift_share: float = Settings.health_drift_share
 
     @classmethod
     def from_settings(cls, s) -> "HealthPolicy":

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 
+from mlops_assets.settings import PSI_MAJOR
+
 
 def health_chart(perf_rows: list[dict], drift_rows: list[dict], holdout_auc: dict[str, float],
-                 psi_threshold: float = 0.25) -> bytes:
+                 psi_threshold: float = PSI_MAJOR) -> bytes:
     """PNG bytes: live ROC AUC per day (one line per model version, its holdout AUC dashed) and
     per day the largest ratio of a feature's PSI to its alarm threshold (calibrated on the model's
     training window; ``psi_threshold`` for rows without one): above 1 is an alarm."""

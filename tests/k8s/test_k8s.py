@@ -36,28 +36,15 @@ def assert_restricted(pod_spec: dict, where: str) -> None:
 
 def k8s_profile_job_manifests(job_name: str) -> dict[str, dict]:
     """Every step of ``job_name`` under MLOPS_PROFILE=k8s, as the k8s_job_executor would build it,
-    rendered in a subprocess (the profile is read at import)."""
-    code = f"""
-import json
-from mlops_assets.definitions import defs
-from mlops_assets.defs.k8s import render_step_job
-job = defs.resolve_job_def({job_name!r})
-out = {{}}
-for node in job.graph.iterate_op_defs():
-    out[node.name] = {{"pool": node.pool, "job": render_step_job(node.tags, node.name, run_id="0123456789abcdef")}}
-assert type(job.executor_def).__name__ or True
-print("EXECUTOR", job.executor_def.name)
-print("JSON", json.dumps(out))
-"""
+    rendered by ``python -m mlops_assets.defs.k8s`` (the profile is read when the location loads)."""
     env = {**os.environ, "MLOPS_PROFILE": "k8s", "MLOPS_IMAGE": "ghcr.io/example/mlops-assets:test-cpu",
            "MLOPS_GPU_IMAGE": "ghcr.io/example/mlops-assets:test-cuda", "MLOPS_GPU_COUNT": "2",
            "MLFLOW_TRACKING_URI": "http://mlflow.mlops.svc", "MLOPS_LAKE_URI": "memory://lake",
            "MLOPS_LANDING_URI": "memory://landing"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "mlops_assets.defs.k8s", job_name], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
-    assert "EXECUTOR k8s" in lines  # k8s_job_executor's name
-    return json.loads(next(line for line in lines if line.startswith("JSON "))[5:])
+    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +151,21 @@ def test_dockerfile_layers_dependencies_first_and_runs_as_non_root():
     assert text.index("COPY pyproject.toml") < text.index("COPY mlops_assets")
     assert "ARG TORCH=cpu" in text and "USER 10001" in text
     assert ".venv" in (ROOT / ".dockerignore").read_text()
+
+
+def test_the_step_jobs_render_for_review(tmp_path):
+    """`python -m mlops_assets.defs.k8s JOB --out DIR` writes one valid Job per step; it refuses the
+    local profile, which runs no pods."""
+    env = {**os.environ, "MLOPS_PROFILE": "k8s", "MLFLOW_TRACKING_URI": "http://mlflow.mlops.svc",
+           "MLOPS_LAKE_URI": "memory://lake", "MLOPS_LANDING_URI": "memory://landing"}
+    out = subprocess.run([sys.executable, "-m", "mlops_assets.defs.k8s", "scoring_job", "--out", str(tmp_path)],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    files = sorted(tmp_path.glob("*.yaml"))
+    assert {f.stem for f in files} == {"flight_delay_predictions", "feature_drift"}
+    for f in files:
+        validate(yaml.safe_load(f.read_text()))
+    local = {k: v for k, v in env.items() if k != "MLOPS_PROFILE"}
+    out = subprocess.run([sys.executable, "-m", "mlops_assets.defs.k8s", "scoring_job"], env=local, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "MLOPS_PROFILE=k8s" in out.stderr

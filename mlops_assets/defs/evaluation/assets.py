@@ -12,7 +12,9 @@ from mlops_assets.defs.resources import LakeStorage, MlflowTracking
 from mlops_assets.lib.models import FAMILIES
 from mlops_assets.settings import get_settings
 
-_s = get_settings()
+# Read when the code location loads: the shape of the graph (partitions, the training window's
+# mapping, the sweep's size) and the descriptions. Steps call get_settings() when they run.
+_loaded = get_settings()
 GATE_CHECKS = ("gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid")
 INFRA_ROWS = 200
 
@@ -27,18 +29,18 @@ INFRA_ROWS = 200
     op_tags=cpu_step_tags("train"),
     check_specs=[
         dg.AssetCheckSpec("gate_quality_floor", asset="challenger", blocking=True,
-                          description=f"holdout ROC AUC >= {_s.gate_min_auc} (MLOPS_GATE_MIN_AUC)"),
+                          description=f"holdout ROC AUC >= {_loaded.gate_min_auc} (MLOPS_GATE_MIN_AUC)"),
         dg.AssetCheckSpec("gate_beats_champion", asset="challenger", blocking=True,
                           description="lower 95% bound of the paired (DeLong) ROC AUC difference against the "
-                                      f"champion on the same holdout rows >= {_s.gate_min_delta} "
+                                      f"champion on the same holdout rows >= {_loaded.gate_min_delta} "
                                       "(MLOPS_GATE_MIN_DELTA); passes with no champion"),
         dg.AssetCheckSpec("gate_calibration", asset="challenger", blocking=True,
                           description="holdout log loss <= champion's on the same rows + "
-                                      f"{_s.gate_log_loss_tolerance} (MLOPS_GATE_LOG_LOSS_TOL); passes with no champion"),
+                                      f"{_loaded.gate_log_loss_tolerance} (MLOPS_GATE_LOG_LOSS_TOL); passes with no champion"),
         dg.AssetCheckSpec("serving_infra_valid", asset="challenger", blocking=True,
                           description="a challenger the gate passes is started in `mlflow models serve` and sent "
                                       f"{INFRA_ROWS} holdout rows: answers equal to batch (1e-6), p99 of one-row "
-                                      f"requests <= {_s.infra_p99_ms:.0f} ms (MLOPS_INFRA_P99_MS); not run (fails) "
+                                      f"requests <= {_loaded.infra_p99_ms:.0f} ms (MLOPS_INFRA_P99_MS); not run (fails) "
                                       "when the gate blocks; MLOPS_INFRA_VALIDATION=off skips it (passes)"),
     ],
 )

@@ -24,7 +24,7 @@ from mlops_assets.defs.observed import busy_days, latest_records, materialised, 
 from mlops_assets.lib.landing import DAILY_ASSETS, SOURCE_OF
 from mlops_assets.settings import get_settings
 
-INTERVAL = get_settings().sensor_interval_s
+INTERVAL = get_settings().sensor_interval_s  # read when the code location loads (the sensor definition)
 MAX_RUNS_PER_TICK = 20
 MAX_RETRIES = 2  # a run that died without a step failing (killed worker, cancel) is asked again
 NAME = "landing_zone_sensor"

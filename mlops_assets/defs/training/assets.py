@@ -16,7 +16,9 @@ from mlops_assets.defs.resources import LakeStorage, MlflowTracking
 from mlops_assets.lib.models import FAMILIES
 from mlops_assets.settings import get_settings
 
-_s = get_settings()
+# Read when the code location loads: the shape of the graph (partitions, the training window's
+# mapping, the sweep's size) and the descriptions. Steps call get_settings() when they run.
+_loaded = get_settings()
 
 
 class TrainingSetConfig(dg.Config):
@@ -31,11 +33,11 @@ class TrainingSetConfig(dg.Config):
     group_name="training",
     partitions_def=weekly_partitions,
     deps=[dg.AssetDep("training_examples", partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=-(_s.train_weeks - 1), end_offset=0, allow_nonexistent_upstream_partitions=True))],
+        start_offset=-(_loaded.train_weeks - 1), end_offset=0, allow_nonexistent_upstream_partitions=True))],
     kinds={"pandas", "parquet"},
     owners=OWNERS,
     op_tags=cpu_step_tags("data"),
-    description=f"The window of daily examples the week's models learn from ({_s.train_weeks} weeks ending "
+    description=f"The window of daily examples the week's models learn from ({_loaded.train_weeks} weeks ending "
                 "with the week), split by time: train, valid (the 7 days before the holdout) and an "
                 "out-of-time holdout (the week itself, where the gate compares challenger and champion).",
 )
@@ -44,7 +46,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
 
     lk = lake.lake()
     week = context.partition_key
-    days = training_window_days(week, _s.train_weeks)
+    days = training_window_days(week, _loaded.train_weeks)
     holdout_days = days[-7:]
     missing = [d for d in holdout_days if not lk.has("training_examples", d)]
     if missing:
@@ -61,7 +63,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, l
     from mlops_assets.lib.storage import digest
 
     context.add_output_metadata({
-        "input_fingerprint": digest(*(f"{d}:{shas[d]}" for d in present), config.model_dump_json(), _s.code_version),
+        "input_fingerprint": digest(*(f"{d}:{shas[d]}" for d in present), config.model_dump_json(), get_settings().code_version),
         "dagster/row_count": len(ts),
         "train_rows": int(counts.get("train", 0)),
         "valid_rows": int(counts.get("valid", 0)),
@@ -91,7 +93,7 @@ def _sweep_asset(family: str):
     def plan(context: dg.OpExecutionContext, training_set: dict):
         from mlops_assets.lib.models import sweep
 
-        for i, params in enumerate(sweep(family, _s.trials, seed=0)):
+        for i, params in enumerate(sweep(family, _loaded.trials, seed=0)):
             yield dg.DynamicOutput({"trial": i, "params": params, "training_set": training_set},
                                    mapping_key=f"trial_{i}")
 
@@ -111,7 +113,7 @@ def _sweep_asset(family: str):
         if gpu:
             import torch
 
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, _s.max_concurrent)))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, get_settings().max_concurrent)))
         ts_info = trial["training_set"]
         ts = lake.lake().read("training_set", ts_info["week"])
         exp = mlflow.experiment_id()
@@ -173,7 +175,7 @@ def _sweep_asset(family: str):
         ins={"training_set": dg.AssetIn("training_set")},
         kinds={"pytorch", "mlflow"} if gpu else {"scikitlearn", "mlflow"},
         owners=OWNERS,
-        description=f"The best {family} trial of the week's hyperparameter sweep ({_s.trials} trials, "
+        description=f"The best {family} trial of the week's hyperparameter sweep ({_loaded.trials} trials, "
                     "each a parallel step and a nested MLflow run).",
     )
     def candidate(training_set):
