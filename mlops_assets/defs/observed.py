@@ -38,6 +38,7 @@ class Serving:
     data_window: str
     holdout: dict[str, float]
     storage_id: int
+    run_id: str = ""  # the Dagster run that deployed it: what a prediction names as its deployment
 
     @property
     def data_end(self) -> str:
@@ -56,7 +57,7 @@ def serving(instance) -> Serving | None:
     return Serving(version=str(val("model_version")), week=str(val("week")), data_window=str(val("data_window")),
                    holdout={"roc_auc": float(val("holdout_roc_auc", float("nan"))),
                             "log_loss": float(val("holdout_log_loss", float("nan")))},
-                   storage_id=recs[0].storage_id)
+                   storage_id=recs[0].storage_id, run_id=recs[0].run_id)
 
 
 def run_days(run: dg.DagsterRun) -> list[str]:

@@ -119,10 +119,13 @@ def test_weekly_training_cycle_in_process(home):
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {parents[0].info.run_id}
     assert all("valid_roc_auc" in t.data.metrics for t in trials)
     # a live prediction is never made by a model trained on that day
-    leak = dg.materialize([deployment.flight_delay_predictions], resources=res, partition_key="2013-01-20",
-                          raise_on_error=False)
+    with dg.instance_for_test() as inst:
+        assert dg.materialize([deployment.model_deployment], resources=res, instance=inst).success
+        leak = dg.materialize([deployment.flight_delay_predictions], resources=res, partition_key="2013-01-20",
+                              raise_on_error=False, instance=inst)
     assert not leak.success
     failure = next(e for e in leak.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "deployed v" in str(failure.event_specific_data.user_failure_data.description)
     assert "trained on data up to 2013-01-20" in str(failure.event_specific_data.user_failure_data.description)
 
 

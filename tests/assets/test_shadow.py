@@ -70,6 +70,29 @@ def test_the_live_comparison_is_on_the_same_flights(world):
     assert perf.loc["shadow", "roc_auc"] - perf.loc["champion", "roc_auc"] == pytest.approx(d["auc_delta"], abs=1e-12)
 
 
+def test_predictions_come_from_the_deployment_not_the_alias(world):
+    """Each row names the model_deployment run that made its version the served one; moving the
+    `champion` alias alone (no deployment) changes nothing that is scored."""
+    from mlflow import MlflowClient
+
+    home, instance, res, registry, champion, shadow = world
+    deployed = instance.fetch_materializations(dg.AssetKey("model_deployment"), limit=1).records[0].run_id
+    day = SCORED[1]
+    served = pd.read_parquet(home / "lake" / "flight_delay_predictions" / f"{day}.parquet")
+    assert set(served["deployment_run_id"]) == {deployed}
+    client = MlflowClient()
+    client.set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, shadow)
+    try:
+        r = dg.materialize([deployment.flight_delay_predictions], resources=res, instance=instance, partition_key=day)
+        assert r.success
+        mat = r.get_asset_materialization_events()[0].materialization.metadata
+        assert mat["model_version"].value == champion and mat["deployment_run_id"].value == deployed
+        again = pd.read_parquet(home / "lake" / "flight_delay_predictions" / f"{day}.parquet")
+        assert set(again["model_version"]) == {champion}
+    finally:
+        client.set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION, champion)
+
+
 def test_a_shadow_significantly_better_live_is_promoted_after_n_days(world, monkeypatch):
     _, instance, res, registry, champion, shadow = world
     # off by default: compared, never promoted
@@ -109,3 +132,4 @@ def test_equal_models_in_shadow_are_not_promoted():
                                    champion="1", version="2", first_day="2013-02-01")
     assert shadow_lib.eligible({"gate_floor": "passed", "data_window": "2013-01-01..2013-01-31"},
                                champion="1", version="2", first_day="2013-02-01")
+

@@ -39,7 +39,7 @@ def world(tmp_path_factory):
     with module_home(tmp_path_factory, "badinputs", days=("2013-01-01", "2013-01-09")) as h:
         version = register_model([f"2013-01-0{d}" for d in range(1, 10)], alias="champion")
         s = get_settings()
-        r = dg.materialize([deployment.flight_delay_predictions], resources=build_resources(s), partition_key=DAY)
+        r = _deployed_then([deployment.flight_delay_predictions], DAY)
         assert r.success
         from mlops_assets.lib.source import replay
 
@@ -122,9 +122,17 @@ def _champion():
     return str(mv.version) if mv else None
 
 
+def _deployed_then(assets, day):
+    """A fresh instance (nothing skipped as already done), where the champion is deployed first:
+    the deployed version is what scores."""
+    res = build_resources(get_settings())
+    inst = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([deployment.model_deployment], resources=res, instance=inst).success
+    return dg.materialize(assets, resources=res, partition_key=day, raise_on_error=False, instance=inst)
+
+
 def _run(day):
-    return dg.materialize(SELECTION, resources=build_resources(get_settings()), partition_key=day,
-                          raise_on_error=False, instance=dg.DagsterInstance.ephemeral())
+    return _deployed_then(SELECTION, day)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from mlops_assets.defs import observed
 from mlops_assets.defs.common import OWNERS, record_inputs, usage_metadata
 from mlops_assets.lib.usage import measure
 from mlops_assets.defs.k8s import cpu_step_tags
@@ -220,8 +221,9 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     op_tags=cpu_step_tags("data"),
 )
 def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
-    """The champion scores the day's ``flight_features`` before outcomes exist; each row records the
-    model version that scored it, and the day's performance as estimated from the probabilities
+    """The deployed model (the version ``model_deployment`` last recorded, not the mutable alias)
+    scores the day's ``flight_features`` before outcomes exist; each row records the model version
+    that scored it and the deployment (``deployment_run_id``), and the day's performance as estimated from the probabilities
     alone (CBPE, corrected by the model's holdout: ``estimated_roc_auc``, ``estimated_log_loss``),
     which ``prediction_performance`` sets beside the realised values once outcomes land.  The
     shadow challenger (``lib.shadow``: the ``challenger`` version, when it passed the floor, is
@@ -230,17 +232,18 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     from mlops_assets.lib import registry
 
     mlflow.experiment_id()
-    champ = registry.alias_version(registry.CHAMPION)
-    if champ is None:
-        raise dg.Failure(description="flight_delay_predictions: no 'champion' model to score with yet")
-    version = str(champ.version)
+    deployed = observed.serving(context.instance)
+    if deployed is None:
+        raise dg.Failure(description="flight_delay_predictions: no model is deployed yet (no model_deployment "
+                                     "materialisation): materialise a training week whose gate passes, or deployment_job")
+    version = deployed.version
     days = window_days(context)
-    data_end = champ.tags.get("data_window", "").rpartition("..")[2]
+    data_end = deployed.data_end
     seen = [d for d in days if data_end and d <= data_end]
     if seen:
         raise dg.Failure(description=(
-            f"flight_delay_predictions: champion v{version} was trained on data up to {data_end} "
-            f"({champ.tags.get('data_window')}); scoring {seen[0]}..{seen[-1]} with it would measure it on "
+            f"flight_delay_predictions: the deployed v{version} was trained on data up to {data_end} "
+            f"({deployed.data_window}); scoring {seen[0]}..{seen[-1]} with it would measure it on "
             "its own training days. Live predictions are made by a model that has not seen the day."))
     model = registry.load_version(version)
     bias = registry.load_reference(version).get("estimate_bias")
@@ -250,11 +253,13 @@ def flight_delay_predictions(context: dg.AssetExecutionContext, mlflow: MlflowTr
     means: list[float] = []
     inputs: dict[str, dict[str, str]] = {}
     with measure() as usage:
-        total, estimate = _score_days(days, lk, model, version, scored_at, means, inputs, bias, shadow)
+        total, estimate = _score_days(days, lk, model, version, scored_at, means, inputs, bias, shadow,
+                                      deployment=deployed.run_id)
     record_inputs(context, inputs)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": total,
         "model_version": version,
+        "deployment_run_id": deployed.run_id,
         "mean_delay_probability": dg.MetadataValue.float(sum(means) / max(1, len(means))),
         "estimated_roc_auc": dg.MetadataValue.float(estimate["estimated_roc_auc"]),
         "estimated_log_loss": dg.MetadataValue.float(estimate["estimated_log_loss"]),
@@ -275,7 +280,8 @@ def _shadow_model(registry, champion: str, first_day: str):
     return str(cand.version), registry.load_version(str(cand.version))
 
 
-def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None, shadow=None) -> tuple[int, dict]:
+def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None, shadow=None,
+                deployment: str = "") -> tuple[int, dict]:
     from mlops_assets.lib.metrics import estimated_performance
     from mlops_assets.lib.storage import digest
 
@@ -288,6 +294,7 @@ def _score_days(days, lk, model, version, scored_at, means, inputs, bias=None, s
         out = feats[["flight_id", "date", "carrier", "flight", "origin", "dest", "sched_dep_time"]].copy()
         out["delay_probability"] = p
         out["model_version"] = version
+        out["deployment_run_id"] = deployment  # the model_deployment run that made `version` the served one
         out["scored_at"] = scored_at
         estimate = estimated_performance(p, bias)  # the day's, known before its outcomes
         for k, v in estimate.items():

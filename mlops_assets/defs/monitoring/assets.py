@@ -4,6 +4,7 @@ performance once the day's outcomes have landed."""
 
 import dagster as dg
 
+from mlops_assets.defs import observed
 from mlops_assets.defs.common import OWNERS, md_table, record_inputs
 from mlops_assets.defs.k8s import cpu_step_tags
 from mlops_assets.defs.partitions import daily_partitions, single_run, trailing_days, window_days
@@ -26,8 +27,8 @@ DRIFT_WINDOW_DAYS = 7
 )
 def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: LakeStorage):
     """PSI per feature (with a KS test and Wasserstein distance for numeric ones) of the features
-    of the 7 days ending with the day, and of the champion's output on them, against the
-    champion's training reference, stored with the model at training time.  A feature is in
+    of the 7 days ending with the day, and of the deployed model's output on them, against its
+    training reference (the version ``model_deployment`` last recorded), stored with the model at training time.  A feature is in
     alarm when its PSI is above the threshold calibrated on the training window's own weeks
     (``lib.drift``); each row carries the feature's importance to the model.  (One day alone is
     always 'drifted': its weather and weekday are one point of the training window's range.)"""
@@ -40,10 +41,11 @@ def feature_drift(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lak
     from mlops_assets.lib.storage import digest
 
     mlflow.experiment_id()
-    champ = registry.alias_version(registry.CHAMPION)
-    if champ is None:
-        raise dg.Failure(description="feature_drift: no 'champion' model (and so no reference) yet")
-    version = str(champ.version)
+    deployed = observed.serving(context.instance)
+    if deployed is None:
+        raise dg.Failure(description="feature_drift: no model is deployed yet (no model_deployment "
+                                     "materialisation), and so no reference to compare with")
+    version = deployed.version
     ref = registry.load_reference(version)
     model = registry.load_version(version) if ref.get("output") else None
     lk = lake.lake()
