@@ -30,6 +30,11 @@ Variables (all optional):
 ``MLOPS_ALERT_WEBHOOK_URL`` where failed-run alerts are POSTed (unset: logged only)
 ``MLOPS_UI_URL``            the UI's address, for links in alerts (default http://127.0.0.1:3000)
 ``MLOPS_SERVING_MAX_ROWS``  rows allowed per online scoring request (default 10000; more: HTTP 400)
+``MLOPS_SERVING_MAX_BYTES`` bytes allowed per request body (default 8000000; more: HTTP 413)
+``MLOPS_PAYLOAD_SAMPLE``    share of online requests recorded with their answers (default 1.0)
+``MLOPS_PAYLOAD_LOG_URI``   where they are recorded (default ``$MLOPS_LANDING_URI/online``)
+``MLOPS_PAYLOAD_FLUSH_S``   how often the recorder writes a batch (default 10 s)
+``MLOPS_ONLINE_START``      the first day of ``online_predictions``' partitions (default 2026-01-01)
 ``MLOPS_PROMOTION_LOCK_URL`` the PostgreSQL database of the champion lock (default ``DAGSTER_PG_URL``)
 k8s profile: ``MLOPS_K8S_NAMESPACE`` (mlops), ``MLOPS_IMAGE``, ``MLOPS_GPU_IMAGE``,
 ``MLOPS_GPU_NODE_SELECTOR`` (k=v,...), ``MLOPS_K8S_SERVICE_ACCOUNT`` (mlops-assets),
@@ -128,6 +133,11 @@ class Settings:
     alert_webhook_url: str = ""
     ui_url: str = "http://127.0.0.1:3000"
     serving_max_rows: int = 10_000
+    serving_max_bytes: int = 8_000_000
+    payload_sample: float = 1.0
+    payload_log_uri: str = ""
+    payload_flush_s: float = 10.0
+    online_start: str = "2026-01-01"
     promotion_lock_url: str = ""
     dagster_home_override: str = ""
     mlflow_artifact_root_override: str = ""
@@ -204,10 +214,11 @@ def get_settings() -> Settings:
     end = _date("MLOPS_END", "2014-01-01")
     if start >= end:
         raise ValueError(f"MLOPS_START={start} must be before MLOPS_END={end}")
+    landing = os.environ.get("MLOPS_LANDING_URI") or str(home / "landing")
     return Settings(
         home=home,
         profile=profile,
-        landing_uri=os.environ.get("MLOPS_LANDING_URI") or str(home / "landing"),
+        landing_uri=landing,
         lake_uri=os.environ.get("MLOPS_LAKE_URI") or str(home / "lake"),
         tracking_uri=tracking,
         remote_tracking=remote,
@@ -245,6 +256,12 @@ def get_settings() -> Settings:
         alert_webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL", ""),
         ui_url=os.environ.get("MLOPS_UI_URL", "http://127.0.0.1:3000"),
         serving_max_rows=max(1, _int("MLOPS_SERVING_MAX_ROWS", _D.serving_max_rows)),
+        serving_max_bytes=max(1024, _int("MLOPS_SERVING_MAX_BYTES", _D.serving_max_bytes)),
+        payload_sample=min(1.0, max(0.0, _float("MLOPS_PAYLOAD_SAMPLE", _D.payload_sample))),
+        # online requests and answers land beside the other feeds: the landing zone's online/
+        payload_log_uri=os.environ.get("MLOPS_PAYLOAD_LOG_URI") or f"{landing.rstrip('/')}/online",
+        payload_flush_s=max(0.1, _float("MLOPS_PAYLOAD_FLUSH_S", _D.payload_flush_s)),
+        online_start=_date("MLOPS_ONLINE_START", _D.online_start),
         # the champion lock's database: its own setting, else the Dagster instance's PostgreSQL
         promotion_lock_url=os.environ.get("MLOPS_PROMOTION_LOCK_URL") or os.environ.get("DAGSTER_PG_URL", ""),
         dagster_home_override=os.environ.get("DAGSTER_HOME", ""),

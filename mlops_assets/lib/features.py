@@ -156,7 +156,19 @@ def examples_from_source(days) -> pd.DataFrame:
 
 
 class InputError(ValueError):
-    """Rows given to a model do not meet its input contract."""
+    """Rows given to a model do not meet its input contract. ``problems``: (reason, message) pairs;
+    the reasons are few and fixed (``REASONS``), for counting rejections."""
+
+    REASONS = ("missing_column", "unexpected_column", "no_rows", "too_many_rows", "wrong_type",
+               "missing_value", "not_finite", "out_of_range", "malformed_code")
+
+    def __init__(self, problems: list[tuple[str, str]] | str):
+        self.problems = [("wrong_type", problems)] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(m for _, m in self.problems))
+
+    @property
+    def reasons(self) -> list[str]:
+        return sorted({r for r, _ in self.problems})
 
 
 # The input contract of a registered model (lib/schema.py): numeric feature -> (low, high, missing
@@ -196,34 +208,22 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True,
 
     Returns the checked rows as the arrays the check has built anyway: the categorical features
     (object) and the numeric ones (float64), each in feature order."""
-    import re
-
     cols = [str(c) for c in df.columns]
     problems = []
     missing = [c for c in FEATURE_COLUMNS if c not in cols]
     if missing:
-        problems.append(f"missing column(s) {missing}")
+        problems.append(("missing_column", f"missing column(s) {missing}"))
     extra = [c for c in cols if c not in FEATURE_COLUMNS]
     if extra and not allow_extra_columns:
-        problems.append(f"unexpected column(s) {extra[:10]}; expected exactly {FEATURE_COLUMNS}")
+        problems.append(("unexpected_column", f"unexpected column(s) {extra[:10]}; expected exactly {FEATURE_COLUMNS}"))
     if len(df) == 0:
-        problems.append("no rows")
+        problems.append(("no_rows", "no rows"))
     if max_rows is not None and len(df) > max_rows:
-        problems.append(f"{len(df)} rows, more than the {max_rows} allowed per request")
+        problems.append(("too_many_rows", f"{len(df)} rows, more than the {max_rows} allowed per request"))
     if problems:
-        raise InputError("; ".join(problems))
+        raise InputError(problems)
     cats = [df[col].to_numpy(object) for col in CATEGORICAL_FEATURES]  # (no copy for object columns)
-    for j, (col, pattern) in enumerate(CATEGORICAL_CONTRACT.items()):
-        s = cats[j]
-        uniques = pd.unique(s)  # check each distinct value once (a None or NaN is one too)
-        if not all(isinstance(u, str) for u in uniques):
-            bad = np.array([not isinstance(v, str) for v in s], dtype=bool)
-            problems.append(f"column {col!r}: values must be strings, not missing ({_rows(bad)})")
-            continue
-        wrong = {u for u in uniques if not re.match(pattern, u)}
-        if wrong:
-            problems.append(f"column {col!r}: malformed code(s) {sorted(wrong)[:5]} "
-                            f"({_rows(pd.Series(s).isin(wrong).to_numpy())})")
+    _check_codes(cats, problems)
     numeric = []
     dtypes = dict(zip(cols, df.dtypes))  # one lookup per column (df[col] costs ~10 us each)
     for col in NUMERIC_CONTRACT:
@@ -232,15 +232,15 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True,
             numeric.append(col)
         elif pd.api.types.is_bool_dtype(dt) or pd.api.types.is_complex_dtype(dt) or not (
                 pd.api.types.is_numeric_dtype(dt) or dt == object):
-            problems.append(f"column {col!r}: values must be numbers, got {dt}")
+            problems.append(("wrong_type", f"column {col!r}: values must be numbers, got {dt}"))
         elif dt == object:
             s = df[col]
             is_num = s.map(lambda v: v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)))
             if is_num.all():
                 numeric.append(col)
             else:
-                problems.append(f"column {col!r}: values must be numbers, e.g. {s[~is_num].iloc[0]!r} "
-                                f"({_rows(~is_num.to_numpy(bool))})")
+                problems.append(("wrong_type", f"column {col!r}: values must be numbers, e.g. {s[~is_num].iloc[0]!r} "
+                                               f"({_rows(~is_num.to_numpy(bool))})"))
         else:
             numeric.append(col)
     if numeric:  # one 2-D pass over all numeric columns
@@ -252,30 +252,117 @@ def check_scoring_input(df: pd.DataFrame, *, allow_extra_columns: bool = True,
             V = df[numeric].apply(pd.to_numeric, errors="coerce").to_numpy("float64")
         else:
             V = df[numeric].to_numpy("float64")
-        lo, hi, nullable = (np.array([NUMERIC_CONTRACT[c][i] for c in numeric]) for i in range(3))
-        nullable = nullable.astype(bool)
-        # As few passes over the matrix as the good case needs (1M rows: 21M values per pass):
-        # in range (NaN and infinity are not), else missing where allowed. Details only if not.
-        with np.errstate(invalid="ignore"):
-            ok = (V >= lo) & (V <= hi)
-        if not ok.all():
-            nan = np.isnan(V)
-            ok |= nan & nullable
-        if not ok.all():
-            inf = np.isinf(V)
-            with np.errstate(invalid="ignore"):
-                out = ~nan & ~inf & ((V < lo) | (V > hi))
-            missing = nan & ~nullable
-            for j, col in enumerate(numeric):
-                if missing[:, j].any():
-                    problems.append(f"column {col!r}: required values are missing ({_rows(missing[:, j])})")
-                if inf[:, j].any():
-                    problems.append(f"column {col!r}: values must be finite ({_rows(inf[:, j])})")
-                if out[:, j].any():
-                    problems.append(f"column {col!r}: values outside [{lo[j]:g}, {hi[j]:g}], "
-                                    f"e.g. {V[out[:, j], j][0]} ({_rows(out[:, j])})")
+        _check_ranges(V, numeric, problems)
     if problems:
-        raise InputError("; ".join(problems))
+        raise InputError(problems)
+    return ScoringInput(cats, V)
+
+
+def _check_codes(cats: list[np.ndarray], problems: list) -> None:
+    """Each categorical column: strings only, each matching its pattern."""
+    import re
+
+    for j, (col, pattern) in enumerate(CATEGORICAL_CONTRACT.items()):
+        s = cats[j]
+        try:
+            uniques = pd.unique(s)  # check each distinct value once (a None or NaN is one too)
+        except TypeError:  # an unhashable value (a list, a dict): not a code
+            uniques = [None]
+        if not all(isinstance(u, str) for u in uniques):
+            bad = np.array([not isinstance(v, str) for v in s], dtype=bool)
+            problems.append(("wrong_type", f"column {col!r}: values must be strings, not missing ({_rows(bad)})"))
+            continue
+        wrong = {u for u in uniques if not re.match(pattern, u)}
+        if wrong:
+            problems.append(("malformed_code", f"column {col!r}: malformed code(s) {sorted(wrong)[:5]} "
+                                               f"({_rows(pd.Series(s).isin(wrong).to_numpy())})"))
+
+
+def _check_ranges(V: np.ndarray, numeric: list[str], problems: list) -> None:
+    """The numeric matrix (columns ``numeric``): in range, finite, missing only where allowed."""
+    lo, hi, nullable = (np.array([NUMERIC_CONTRACT[c][i] for c in numeric]) for i in range(3))
+    nullable = nullable.astype(bool)
+    # As few passes over the matrix as the good case needs (1M rows: 21M values per pass):
+    # in range (NaN and infinity are not), else missing where allowed. Details only if not.
+    with np.errstate(invalid="ignore"):
+        ok = (V >= lo) & (V <= hi)
+    if ok.all():
+        return
+    nan = np.isnan(V)
+    ok |= nan & nullable
+    if ok.all():
+        return
+    inf = np.isinf(V)
+    with np.errstate(invalid="ignore"):
+        out = ~nan & ~inf & ((V < lo) | (V > hi))
+    missing = nan & ~nullable
+    for j, col in enumerate(numeric):
+        if missing[:, j].any():
+            problems.append(("missing_value", f"column {col!r}: required values are missing ({_rows(missing[:, j])})"))
+        if inf[:, j].any():
+            problems.append(("not_finite", f"column {col!r}: values must be finite ({_rows(inf[:, j])})"))
+        if out[:, j].any():
+            problems.append(("out_of_range", f"column {col!r}: values outside [{lo[j]:g}, {hi[j]:g}], "
+                                             f"e.g. {V[out[:, j], j][0]} ({_rows(out[:, j])})"))
+
+
+_NUMBER = (int, float)
+
+
+def check_scoring_rows(columns, data, *, max_rows: int | None = None) -> ScoringInput:
+    """The contract check of :func:`check_scoring_input` for rows as a JSON request holds them
+    (MLflow's ``dataframe_split``: column names and a list of rows), without building a DataFrame:
+    exactly the feature columns (any order, each once), rows of that many values, strings for
+    codes and numbers (or null where missing is allowed) for the rest. A JSON ``true`` is not a
+    number and ``"5"`` is not one either: nothing is coerced."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise InputError([("wrong_type", "'columns' must be a list of column names")])
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        problems.append(("unexpected_column", f"column(s) {dup[:10]} given more than once"))
+    missing = [c for c in FEATURE_COLUMNS if c not in columns]
+    if missing:
+        problems.append(("missing_column", f"missing column(s) {missing}"))
+    extra = [c for c in columns if c not in FEATURE_COLUMNS]
+    if extra:
+        problems.append(("unexpected_column", f"unexpected column(s) {extra[:10]}; expected exactly {FEATURE_COLUMNS}"))
+    if not isinstance(data, list):
+        problems.append(("wrong_type", "'data' must be a list of rows"))
+    elif not data:
+        problems.append(("no_rows", "no rows"))
+    elif max_rows is not None and len(data) > max_rows:
+        problems.append(("too_many_rows", f"{len(data)} rows, more than the {max_rows} allowed per request"))
+    if problems:
+        raise InputError(problems)
+    width = len(columns)
+    bad = [i for i, r in enumerate(data) if not isinstance(r, list) or len(r) != width]
+    if bad:
+        raise InputError([("wrong_type", f"each row must be a list of {width} values ({_rows(np.isin(np.arange(len(data)), bad))})")])
+    at = {c: i for i, c in enumerate(columns)}
+    cats = []
+    for c in CATEGORICAL_FEATURES:
+        arr = np.empty(len(data), dtype=object)  # element by element: a list value stays one value
+        for k, r in enumerate(data):
+            arr[k] = r[at[c]]
+        cats.append(arr)
+    _check_codes(cats, problems)
+    idx = [at[c] for c in NUMERIC_FEATURES]
+    rows = [[r[i] for i in idx] for r in data]
+    for j, col in enumerate(NUMERIC_FEATURES):
+        wrong = [k for k, r in enumerate(rows) if not (r[j] is None or type(r[j]) in _NUMBER)]
+        if wrong:
+            problems.append(("wrong_type", f"column {col!r}: values must be numbers, e.g. {rows[wrong[0]][j]!r} "
+                                           f"({_rows(np.isin(np.arange(len(rows)), wrong))})"))
+    if problems:
+        raise InputError(problems)
+    try:
+        V = np.array(rows, dtype="float64")  # null -> NaN
+    except OverflowError:
+        raise InputError([("out_of_range", "a number is too large to be a float")]) from None
+    _check_ranges(V, NUMERIC_FEATURES, problems)
+    if problems:
+        raise InputError(problems)
     return ScoringInput(cats, V)
 
 

@@ -60,8 +60,6 @@ class FlightDelayModel(PythonModel):
     CHUNK_ROWS = 65_536
 
     def predict(self, context, model_input, params=None):
-        import numpy as np
-
         from mlops_assets.lib.features import InputError, check_scoring_input
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -75,6 +73,12 @@ class FlightDelayModel(PythonModel):
                                        max_rows=serving_max_rows() if serving else None)
         except InputError as exc:
             raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"bad scoring input: {exc}") from None
+        return pd.DataFrame({"delay_probability": self.score(rows)})
+
+    def score(self, rows) -> "np.ndarray":
+        """Delay probabilities (float64) of rows that passed the contract (a ``ScoringInput``)."""
+        import numpy as np
+
         n = self.CHUNK_ROWS
         scorer = self._scorer()
         if scorer is not None:
@@ -86,7 +90,7 @@ class FlightDelayModel(PythonModel):
             X = rows.frame()
             parts = [self.pipeline.predict_proba(X.iloc[i:i + n])[:, 1] for i in range(0, len(X), n)]
         p = np.concatenate(parts) if parts else np.empty(0)
-        return pd.DataFrame({"delay_probability": p.astype("float64")})
+        return p.astype("float64")
 
 
 def pip_requirements(family: str) -> list[str]:

@@ -122,11 +122,11 @@ def _champion():
     return str(mv.version) if mv else None
 
 
-def _deployed_then(assets, day):
+def _deployed_then(assets, day, inst=None):
     """A fresh instance (nothing skipped as already done), where the champion is deployed first:
     the deployed version is what scores."""
     res = build_resources(get_settings())
-    inst = dg.DagsterInstance.ephemeral()
+    inst = inst or dg.DagsterInstance.ephemeral()
     assert dg.materialize([deployment.model_deployment], resources=res, instance=inst).success
     return dg.materialize(assets, resources=res, partition_key=day, raise_on_error=False, instance=inst)
 
@@ -171,10 +171,11 @@ def test_bad_file_fails_clearly_and_loses_nothing(world, case):
 
 def _assert_same_lake(after, before):
     """Every asset's partition byte-identical; predictions row-identical (a re-score of a good
-    day stamps a new `scored_at`, nothing else changes)."""
+    day stamps a new `scored_at`, and each run here deploys the same version anew, so its
+    `deployment_run_id` differs; nothing else changes)."""
     p = "flight_delay_predictions"
     assert {a: b for a, b in after.items() if a != p} == {a: b for a, b in before.items() if a != p}
-    pd.testing.assert_frame_equal(*(pd.read_parquet(io.BytesIO(x[p])).drop(columns=["scored_at"])
+    pd.testing.assert_frame_equal(*(pd.read_parquet(io.BytesIO(x[p])).drop(columns=["scored_at", "deployment_run_id"])
                                     for x in (after, before)))
 
 
@@ -203,7 +204,7 @@ def test_extra_column_is_accepted_with_a_warning(world):
     path.write_bytes(_csv(_frame(good).assign(gate_number="B12")))
     try:
         instance = dg.DagsterInstance.ephemeral()
-        r = dg.materialize(SELECTION, resources=build_resources(get_settings()), partition_key=DAY, instance=instance)
+        r = _deployed_then(SELECTION, DAY, instance)
         assert r.success
         warnings = [e.user_message for e in instance.all_logs(r.run_id) if e.level == 30]  # logging.WARNING
         assert any("unexpected column(s) ['gate_number'] dropped" in w and f"partition {DAY}" in w for w in warnings), warnings
