@@ -1,5 +1,6 @@
 """B5 (batch scoring through the registered champion vs the bare estimator) and B6 (online
-scoring with ``mlflow models serve`` under a bounded local load vs the model in-process).
+scoring with ``mlops-serve``, or ``mlflow models serve`` with ``--server mlflow``, under a bounded
+local load vs the model in-process; ``--sweep`` adds the throughput at which p99 crosses 50 ms).
 Needs a registered ``champion`` in the MLflow store of $MLOPS_HOME (bench/run.py makes one)."""
 
 import argparse
@@ -68,7 +69,65 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3) -> dict:
+def _start_server(kind: str, version: str, port: int, workers: int, s):
+    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH (it is not when
+    # the venv was never activated, as under `make test`).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    uri = f"models:/flight_delay/{version}"
+    if kind == "mlops":  # one process (the Deployment scales with replicas); payload log on, as deployed
+        cmd = [str(Path(sys.executable).parent / "mlops-serve"), "--model-uri", uri, "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
+    log = open(Path(s.home) / f"{kind}-serve.log", "w")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
+
+
+def _one_round(port: int, bodies: list[str], concurrency: int):
+    """``concurrency`` keep-alive connections send ``bodies``; returns latencies, wall time and the
+    number of non-200 answers."""
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    it = iter(bodies)
+
+    def worker():
+        # http.client on a kept-alive connection: the load generator shares the 2 cores with the
+        # server, and `requests` costs it about 1 ms of CPU per call on top.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while True:
+            with lock:
+                body = next(it, None)
+            if body is None:
+                conn.close()
+                return
+            t0 = time.perf_counter()
+            conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            dt = time.perf_counter() - t0
+            with lock:
+                lat.append(dt)
+                if r.status != 200:
+                    errors[0] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, time.perf_counter() - t0, errors[0]
+
+
+def _summary(lat, wall, errors) -> dict:
+    q = statistics.quantiles(lat, n=100)
+    return {"p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "rps": len(lat) / wall, "errors": errors}
+
+
+def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3, server: str = "mlops",
+       sweep: bool = False) -> dict:
     import requests
 
     from mlops_assets.lib import registry, tracking
@@ -79,6 +138,7 @@ def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3) -> 
     tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
     version = registry.alias_version("champion").version
     model = registry.load_version(version)
+    family = type(getattr(model.unwrap_python_model().pipeline, "base", model.unwrap_python_model().pipeline)[-1]).__name__
     df = _features(200)[FEATURE_COLUMNS]
     payloads = [df.iloc[[i % len(df)]] for i in range(requests_n)]
     bodies = [json.dumps({"dataframe_split": p.to_dict(orient="split")}, default=str) for p in payloads]
@@ -91,14 +151,7 @@ def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3) -> 
         base.append(time.perf_counter() - t0)
 
     port = _free_port()
-    # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH (it is not when
-    # the venv was never activated, as under `make test`).
-    env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(Path(s.home) / "mlflow-serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/flight_delay/{version}",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, log = _start_server(server, str(version), port, workers, s)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -108,68 +161,68 @@ def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3) -> 
                     break
             except requests.RequestException:
                 pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("mlflow models serve did not come up:\n"
-                                   + (Path(s.home) / "mlflow-serve.log").read_text()[-2000:])
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{server} server did not come up:\n"
+                                   + (Path(s.home) / f"{server}-serve.log").read_text()[-2000:])
             time.sleep(0.5)
+        _one_round(port, bodies[:200], concurrency)  # warm-up
+        # Each round opens new connections (with `mlflow models serve`, which of its workers accepts
+        # each connection is chance and sets the tail): medians of the rounds.
+        import psutil
 
-        def one_round(bodies):
-            """``concurrency`` keep-alive connections send ``bodies``; returns latencies, wall
-            time and the number of non-200 answers."""
-            lat: list[float] = []
-            errors = [0]
-            lock = threading.Lock()
-            it = iter(bodies)
+        srv, me = psutil.Process(proc.pid), psutil.Process()
 
-            def worker():
-                # http.client on a kept-alive connection: the load generator shares the 2 cores
-                # with the server, and `requests` costs it about 1 ms of CPU per call on top.
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                while True:
-                    with lock:
-                        body = next(it, None)
-                    if body is None:
-                        conn.close()
-                        return
-                    t0 = time.perf_counter()
-                    conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
-                    r = conn.getresponse()
-                    r.read()
-                    dt = time.perf_counter() - t0
-                    with lock:
-                        lat.append(dt)
-                        if r.status != 200:
-                            errors[0] += 1
+        def server_cpu() -> float:  # the server and its workers (`mlflow models serve` forks uvicorn's)
+            return sum(sum(p.cpu_times()[:2]) for p in [srv, *srv.children(recursive=True)])
 
-            t0 = time.perf_counter()
-            threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return lat, time.perf_counter() - t0, errors[0]
-
-        one_round(bodies[:200])  # warm-up: the first request of each worker freezes its heap
-        # Each round opens new connections. Which uvicorn worker accepts each of the 8 kept-alive
-        # connections is chance (4+4, 5+3, 6+2...), and the worker holding more of them sets the
-        # tail: one round's p99 measures that draw as much as the server. Medians of the rounds.
-        results = [one_round(bodies) for _ in range(rounds)]
+        cpu0 = (server_cpu(), sum(me.cpu_times()[:2]))
+        batches0 = _batch_stats(url) if server == "mlops" else None
+        results = [_one_round(port, bodies, concurrency) for _ in range(rounds)]
+        n_req = sum(len(r[0]) for r in results)
+        # where the time goes: CPU per request in the server and in the load generator (both on
+        # the same 2 cores), and how many rows each model call scored (micro-batches)
+        profile = {"server_cpu_ms_per_request": (server_cpu() - cpu0[0]) / n_req * 1000,
+                   "client_cpu_ms_per_request": (sum(me.cpu_times()[:2]) - cpu0[1]) / n_req * 1000}
+        if batches0 is not None:
+            b1 = _batch_stats(url)
+            calls, rows = b1[0] - batches0[0], b1[1] - batches0[1]
+            profile.update({"model_calls": calls, "rows_per_model_call": rows / max(calls, 1)})
+        # throughput vs tail: more connections until p99 passes 50 ms (one round each)
+        curve = []
+        if sweep:
+            for c in (8, 16, 24, 32, 48, 64, 96, 128):
+                r = _summary(*_one_round(port, bodies, c))
+                curve.append({"concurrency": c, "rps": round(r["rps"]), "p50_ms": round(r["p50_ms"], 1),
+                              "p99_ms": round(r["p99_ms"], 1), "errors": r["errors"]})
+                if r["p99_ms"] > 50:
+                    break
     finally:
         import contextlib
 
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+            os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
         log.close()
-    per_round = []
-    for lat, wall, errors in results:
-        q = statistics.quantiles(lat, n=100)
-        per_round.append({"p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "rps": len(lat) / wall, "errors": errors})
+    per_round = [_summary(*r) for r in results]
     bq = statistics.quantiles(base, n=100)
     med = {k: statistics.median(r[k] for r in per_round) for k in ("p50_ms", "p99_ms", "rps")}
-    return {"requests": len(results[0][0]), "rounds": rounds, "errors": sum(r["errors"] for r in per_round),
-            "concurrency": concurrency, **med, "p99_ms_per_round": [round(r["p99_ms"], 1) for r in per_round],
-            "inprocess_p50_ms": bq[49] * 1000, "inprocess_p99_ms": bq[98] * 1000, "workers": workers}
+    return {"server": server, "family": family, "requests": len(results[0][0]), "rounds": rounds,
+            "errors": sum(r["errors"] for r in per_round), "concurrency": concurrency, **med,
+            "p99_ms_per_round": [round(r["p99_ms"], 1) for r in per_round],
+            "inprocess_p50_ms": bq[49] * 1000, "inprocess_p99_ms": bq[98] * 1000, "workers": workers,
+            "curve": curve, "profile": profile}
+
+
+def _batch_stats(url: str) -> tuple[float, float]:
+    """(model calls, rows) so far, from the server's /metrics."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(requests.get(f"{url}/metrics", timeout=5).text):
+        for smp in fam.samples:
+            out[smp.name] = smp.value
+    return out.get("mlops_serving_batch_rows_count", 0.0), out.get("mlops_serving_batch_rows_sum", 0.0)
 
 
 if __name__ == "__main__":
@@ -181,6 +234,9 @@ if __name__ == "__main__":
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--server", choices=["mlops", "mlflow"], default="mlops")
+    ap.add_argument("--sweep", action="store_true", help="B6: also the throughput at which p99 passes 50 ms")
     a = ap.parse_args()
-    res = b5(a.rows, a.repeats) if a.which == "b5" else b6(a.requests, a.concurrency, a.workers, a.rounds)
+    res = b5(a.rows, a.repeats) if a.which == "b5" else b6(a.requests, a.concurrency, a.workers, a.rounds,
+                                                            a.server, a.sweep)
     print("RESULT " + json.dumps(res))

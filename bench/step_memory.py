@@ -10,9 +10,11 @@ is charged to every step of the group, so each figure is an upper bound of that 
   rest of the year (2013-03-11..2013-12-30) in one run, scored by an 8-week model;
 * platform_health and shadow_promotion: once, after it;
 * training (training_set, every family's plan/trial/pick-best, challenger, champion,
-  model_deployment): ``training_job`` on a 52-week training set (week 2013-12-23), last.
+  model_deployment): ``training_job`` on a 52-week training set (week 2013-12-23), last;
+* online (online_predictions): a day of 1,000,000 recorded online rows in 2,000 payload files
+  (``--only online`` measures this group alone and keeps the others' committed figures).
 
-    python bench/step_memory.py [--out bench/step_memory.json] [--short]
+    python bench/step_memory.py [--out bench/step_memory.json] [--short] [--only online]
 
 ``--short`` (CI): two weeks instead of a year and an 8-week training set; the figures must then
 stay below the committed full-size ones (tests/k8s/test_step_sizes.py).
@@ -47,11 +49,34 @@ def peak_mb(args: list[str], env: dict, label: str) -> tuple[float, float]:
     return kb / 1024, dt
 
 
+def online_peak(home: Path, env: dict, short: bool) -> tuple[float, float]:
+    """A day of recorded online requests (one row each, 500 per payload file, as a server flushes
+    them) gathered by ``online_predictions``."""
+    import numpy as np
+
+    from mlops_assets.lib import features, payload_log
+    from mlops_assets.lib.storage import Location
+
+    files = 20 if short else 2000
+    X = features.examples_from_source(["2013-03-01"])[features.FEATURE_COLUMNS].head(500).reset_index(drop=True)
+    rows = features.check_scoring_input(X)
+    day = "2026-06-01"
+    t = 1780272000.0  # 2026-06-01T00:00:00Z
+    loc = Location(str(home / "landing" / "online"))
+    for f in range(files):
+        batch = [(f"r{f}-{i}", t + f, features.ScoringInput([c[i:i + 1] for c in rows.cats], rows.nums[i:i + 1]),
+                  np.array([0.2])) for i in range(len(X))]
+        loc.write_parquet(f"{day}/bench-{f:05d}.parquet", payload_log._frame(batch, "1"))
+    return peak_mb(["asset", "materialize", "--select", "online_predictions", "--partition", day], env,
+                   f"online_predictions, {files * len(X):,} rows in {files} files")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench/step_memory.json")
     ap.add_argument("--short", action="store_true")
     ap.add_argument("--home", help="work folder (default: a temporary one)")
+    ap.add_argument("--only", choices=["online"], help="measure this group alone, keep the rest of --out")
     args = ap.parse_args(argv)
     from mlops_assets.lib.source import replay
 
@@ -67,6 +92,13 @@ def main(argv=None) -> int:
 
     get_settings.cache_clear()
     ensure_dagster_home(get_settings())
+    if args.only == "online":
+        result = json.loads(Path(args.out).read_text())
+        p, sec = online_peak(home, env, args.short)
+        result["groups"]["online"] = {"peak_mb": round(p, 1), "seconds": round(sec, 1)}
+        result["steps"]["online_predictions"] = {"peak_mb": round(p, 1), "group": "online"}
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     from datetime import date, timedelta
 
     # outcomes land a day late: the last day's come with the day after
@@ -100,6 +132,8 @@ def main(argv=None) -> int:
         "monitoring": ["flight_delay_predictions", "feature_drift", "prediction_performance"],
         "platform": ["platform_health", "shadow_promotion"],
     }
+    groups["online"] = online_peak(home, env, args.short)
+    members["online"] = ["online_predictions"]
     steps = {op: {"peak_mb": round(groups[g][0], 1), "group": g} for g, ops in members.items() for op in ops}
     result = {"short": args.short, "training_weeks": weeks, "last_day": last,
               "groups": {g: {"peak_mb": round(p, 1), "seconds": round(s, 1)} for g, (p, s) in groups.items()},

@@ -8,9 +8,9 @@ Around it, an ASGI layer of our own:
 * **a byte limit** on the body (``MLOPS_SERVING_MAX_BYTES``), checked from ``Content-Length``
   before reading and while reading: HTTP 413, the body never held whole;
 * **JSON bodies** (``dataframe_split`` or ``dataframe_records``, MLflow's formats) parsed and
-  checked here, refusing what is ambiguous rather than guessing: duplicate keys, ``NaN`` or
-  ``Infinity`` (not JSON), records that lack a column, keys of other formats beside it, a number
-  in a string; the input contract of the model (``lib/features.py``, from ``lib/schema.py``) with
+  checked here, refusing what is ambiguous rather than guessing: duplicate keys, records that
+  lack a column, keys of other formats beside it, a number in a string (``NaN``, as pandas and
+  Python write a missing float, is missing, as MLflow reads it; ``Infinity`` is refused); the input contract of the model (``lib/features.py``, from ``lib/schema.py``) with
   the row limit (``MLOPS_SERVING_MAX_ROWS``). Every refusal is a 4xx naming what is wrong;
 * **no 5xx for what a client sends**: an error MLflow's app answers with a 5xx on
   ``/invocations`` (it does for some malformed bodies) is answered as a 400 with its message;
@@ -67,10 +67,6 @@ def _no_duplicates(pairs):
     return dict(pairs)
 
 
-def _not_json_constant(name):
-    raise Refused(400, ["not_json"], f"{name} is not JSON (a missing value is null)")
-
-
 def parse_json_body(body: bytes, max_rows: int):
     """The checked rows (``ScoringInput``) of an MLflow JSON scoring body, or :class:`Refused`."""
     from mlops_assets.lib.features import FEATURE_COLUMNS, InputError, check_scoring_rows
@@ -80,7 +76,9 @@ def parse_json_body(body: bytes, max_rows: int):
     except UnicodeDecodeError as exc:
         raise Refused(400, ["not_json"], f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_not_json_constant)
+        # NaN (what pandas and Python's json write for a missing float, and MLflow's server reads)
+        # is a missing value; Infinity parses, and the contract refuses it as not finite
+        doc = json.loads(text, object_pairs_hook=_no_duplicates)
     except Refused:
         raise
     except RecursionError:
@@ -287,7 +285,7 @@ class ServingApp:
         from mlflow.pyfunc import scoring_server
 
         self.pyfunc = pyfunc_model
-        self.model = pyfunc_model.unwrap_python_model()  # FlightDelayModel
+        self.score = _scorer(pyfunc_model)
         self.mlflow_app = scoring_server.init(pyfunc_model)  # MLflow's own: everything we do not answer
         self.version = version
         self.model_uri = model_uri
@@ -295,7 +293,7 @@ class ServingApp:
         self.max_rows = max_rows
         self.payload_log = payload_log
         self.metrics = Metrics(version, model_uri, payload_log)
-        self.batcher = MicroBatcher(self.model.score, on_batch=self.metrics.batch_rows.observe)
+        self.batcher = MicroBatcher(self.score, on_batch=self.metrics.batch_rows.observe)
         self._version_header = (b"x-model-version", version.encode())
 
     # ASGI entry point
@@ -309,19 +307,17 @@ class ServingApp:
         async def tracked_send(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-            await send(message)
-
-        try:
-            if path == "/invocations" and scope["method"] == "POST":
-                await self._invocations(scope, receive, tracked_send)
-            elif path == "/metrics" and scope["method"] == "GET":
-                await self._metrics(tracked_send)
-            else:
-                await self.mlflow_app(scope, receive, tracked_send)
-        finally:
-            if status[0]:
+            elif not message.get("more_body", False):  # counted before the client can see the answer
                 self.metrics.requests.labels(path=path, status=str(status[0])).inc()
                 self.metrics.latency.labels(path=path).observe(time.perf_counter() - start)
+            await send(message)
+
+        if path == "/invocations" and scope["method"] == "POST":
+            await self._invocations(scope, receive, tracked_send)
+        elif path == "/metrics" and scope["method"] == "GET":
+            await self._metrics(tracked_send)
+        else:
+            await self.mlflow_app(scope, receive, tracked_send)
 
     async def _metrics(self, send) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -405,11 +401,11 @@ class ServingApp:
             return await self._refuse(send, exc, headers)
         probs = await self.batcher(rows)
         out = ('{"predictions": [' + ", ".join('{"delay_probability": %r}' % float(p) for p in probs) + "]}").encode()
-        await _send_json(send, 200, out, headers)
         self.metrics.rows.inc(len(probs))
         self.metrics.observe_probabilities(probs)
         if self.payload_log is not None:
             self.payload_log.record(rid, received, rows, probs)
+        await _send_json(send, 200, out, headers)
 
     async def _delegate(self, scope, body: bytes, send, headers) -> None:
         """MLflow's app answers a CSV or Parquet body (the body already read and within the limit);
@@ -455,6 +451,26 @@ class ServingApp:
         await send({"type": "http.response.start", "status": status,
                     "headers": hdrs + [(b"content-length", str(len(payload)).encode()), *headers]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _scorer(pyfunc_model):
+    """rows (a checked ``ScoringInput``) -> probabilities: our model's array path, or, for any
+    other pyfunc, its own ``predict`` on the rows as a DataFrame."""
+    import numpy as np
+
+    try:
+        inner = pyfunc_model.unwrap_python_model()
+    except Exception:  # noqa: BLE001  (not a PythonModel)
+        inner = None
+    if hasattr(inner, "score"):  # FlightDelayModel
+        return inner.score
+
+    def via_predict(rows):
+        out = pyfunc_model.predict(rows.frame())
+        col = out["delay_probability"] if hasattr(out, "columns") else out
+        return np.asarray(col, dtype="float64").reshape(-1)
+
+    return via_predict
 
 
 def resolve_version(model_uri: str) -> str:
@@ -504,7 +520,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args.model_uri, payload_log_uri="" if args.no_payload_log else None)
-    app.model.score(_warm_rows())  # the first call builds the array scorer: not a client's wait
+    app.score(_warm_rows())  # the first call builds the array scorer: not a client's wait
     _freeze_heap()
     log.info("serving v%s (%s) on %s:%d; payload log %s", app.version, app.model_uri, args.host, args.port,
              app.payload_log.location.root if app.payload_log else "off")

@@ -1,6 +1,6 @@
 """Infra validation before the alias moves (TFX's InfraValidator, for MLflow models; no Dagster here).
 
-The candidate version is started in the real serving process, ``mlflow models serve`` (the command
+The candidate version is started in the real serving process, ``mlops-serve`` (the command
 the serving Deployment runs), and sent rows whose batch predictions are known: it passes when the
 process comes up, every served answer matches the batch prediction of the same row to
 ``tolerance``, and the p99 latency of one-row requests stays within ``p99_budget_ms`` (twice
@@ -68,7 +68,7 @@ def _post(url: str, df: pd.DataFrame, timeout: float) -> tuple[int, str]:
 def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_uri: str | None = None,
                      tolerance: float = 1e-6, p99_budget_ms: float = 250.0, latency_requests: int = 100,
                      startup_timeout_s: float = 180.0, request_timeout_s: float = 30.0) -> InfraValidation:
-    """Serve ``model_uri`` with ``mlflow models serve`` on a free local port, score ``rows``
+    """Serve ``model_uri`` with ``mlops-serve`` (what the serving Deployment runs) on a free local port, score ``rows``
     (feature columns only, as a client sends them) in one request and compare with ``expected``
     (the batch predictions of the same rows), then time ``latency_requests`` one-row requests.
     The server is stopped before returning, whatever happened."""
@@ -81,9 +81,9 @@ def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_u
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     log = tempfile.TemporaryFile(mode="w+")
-    # `mlflow models serve` execs uvicorn by name: the interpreter's bin must be on PATH
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+    # the serving Deployment's own command (mlops-serve), with nothing recorded
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_assets.serve", "--model-uri", model_uri,
+                             "--host", "127.0.0.1", "--port", str(port), "--no-payload-log"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def tail() -> str:

@@ -1,8 +1,9 @@
 """Kubernetes manifests for serving the champion (no Dagster here).
 
 One template, ``deploy/serving.yaml.tmpl`` style but built as data: a Deployment running
-``mlflow models serve`` for one exact registered version, and a Service in front of it.
-Pods follow the Restricted Pod Security Standard.
+``mlops-serve`` (MLflow's scoring app with our byte limit, metrics and payload log) for one exact
+registered version, and a Service in front of it. Pods follow the Restricted Pod Security Standard
+and carry the usual Prometheus scrape annotations for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 def serving_manifests(version: str | int, *, image: str, namespace: str = "mlops",
                       name: str = "flight-delay-serving", replicas: int = 2,
-                      tracking_uri_secret: str = "mlflow-tracking", max_rows: int = 10_000) -> list[dict]:
+                      tracking_uri_secret: str = "mlflow-tracking", max_rows: int = 10_000,
+                      max_bytes: int = 8_000_000, payload_sample: float = 1.0,
+                      env_secrets: tuple[str, ...] = ("mlops-credentials",)) -> list[dict]:
+    """The Deployment and Service. ``env_secrets``: secrets whose keys become the container's
+    environment (the object store's credentials and ``MLOPS_LANDING_URI`` / ``MLOPS_PAYLOAD_LOG_URI``
+    for the payload log), as for the step pods."""
     version = str(version)
     if not version.isdigit():
         raise ValueError(f"model version must be a number, got {version!r}")
@@ -38,7 +44,9 @@ def serving_manifests(version: str | int, *, image: str, namespace: str = "mlops
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": {**labels, "mlops/model-version": version},
-                             "annotations": {"mlops/model-uri": model_uri}},
+                             "annotations": {"mlops/model-uri": model_uri,
+                                             "prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                             "prometheus.io/port": str(SERVING_PORT)}},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
@@ -46,22 +54,26 @@ def serving_manifests(version: str | int, *, image: str, namespace: str = "mlops
                     "containers": [{
                         "name": "model",
                         "image": image,
-                        "command": ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                    "-h", "0.0.0.0", "-p", str(SERVING_PORT)],
+                        "command": ["mlops-serve", "--model-uri", model_uri, "--host", "0.0.0.0",
+                                    "--port", str(SERVING_PORT)],
+                        "envFrom": [{"secretRef": {"name": n}} for n in env_secrets],
                         "env": [
                             {"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": {
                                 "name": tracking_uri_secret, "key": "MLFLOW_TRACKING_URI"}}},
                             {"name": "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "value": "10"},
-                            # enforced by the model itself: more rows in one request -> HTTP 400
+                            # enforced by the server itself: more rows -> HTTP 400, more bytes -> HTTP 413
                             {"name": "MLOPS_SERVING_MAX_ROWS", "value": str(max_rows)},
+                            {"name": "MLOPS_SERVING_MAX_BYTES", "value": str(max_bytes)},
+                            {"name": "MLOPS_PAYLOAD_SAMPLE", "value": f"{payload_sample:g}"},
                         ],
                         "ports": [{"name": "http", "containerPort": SERVING_PORT}],
                         "readinessProbe": {"httpGet": {"path": "/ping", "port": "http"},
                                            "initialDelaySeconds": 5, "periodSeconds": 5},
                         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"},
                                           "initialDelaySeconds": 30, "periodSeconds": 10},
-                        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                                      "limits": {"cpu": "2", "memory": "2Gi"}},
+                        # one event loop: a core for it, a little more for the payload log's writer
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                      "limits": {"cpu": "1500m", "memory": "1Gi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                                             "readOnlyRootFilesystem": False,
                                             "capabilities": {"drop": ["ALL"]},

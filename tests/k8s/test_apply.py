@@ -73,7 +73,7 @@ def test_a_model_from_outside_our_registry_is_never_applied(uri, where):
         dep["metadata"]["annotations"]["mlops/model-uri"] = uri
     else:
         cmd = dep["spec"]["template"]["spec"]["containers"][0]["command"]
-        cmd[cmd.index("-m") + 1] = uri
+        cmd[cmd.index("--model-uri") + 1] = uri
     apps, core = FakeApps(), FakeCore()
     with pytest.raises(ValueError, match="only models:/flight_delay/<version> from our registry"):
         apply_serving(apps, core, d, timeout_s=5, poll_s=0)

@@ -110,8 +110,15 @@ def test_rendered_serving_manifests_are_valid_restricted_and_pin_the_version():
         validate(doc)
     dep = docs[0]
     assert_restricted(dep["spec"]["template"]["spec"], "serving")
-    cmd = dep["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert cmd[:5] == ["mlflow", "models", "serve", "-m", "models:/flight_delay/7"]
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:3] == ["mlops-serve", "--model-uri", "models:/flight_delay/7"]
+    # Prometheus finds /metrics on the pods; the server enforces both limits itself
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+    assert ann["prometheus.io/port"] == str(container["ports"][0]["containerPort"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLOPS_SERVING_MAX_BYTES"] == "8000000" and env["MLOPS_SERVING_MAX_ROWS"] == "10000"
+    assert container["envFrom"] == [{"secretRef": {"name": "mlops-credentials"}}]
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     with pytest.raises(ValueError):
         serving_manifests("latest", image="x")

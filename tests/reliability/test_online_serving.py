@@ -303,8 +303,9 @@ def test_fuzzed_requests_get_a_2xx_or_a_4xx_and_the_server_stays_well(server):
     status, text, _ = request(port, "POST", "/invocations", split_body(rows.head(3)))
     assert status == 200 and len(json.loads(text)["predictions"]) == 3
     # memory flat: after the first 1,000 requests (which meet every code path and the allocator's
-    # high-water marks once: +30-40 MB measured) it does not grow
-    assert len(marks) >= 2 and max(marks[1:]) - marks[0] <= 10, (start_rss, marks)
+    # high-water marks once: +30-40 MB measured) it stays within the allocator's noise (10,000
+    # requests: 356 -> 353 MB; runs of 3,000 moved by up to 25 MB, not growing with the count)
+    assert len(marks) >= 2 and max(marks[1:]) - marks[0] <= 30, (start_rss, marks)
     assert rss(proc) - start_rss < 60, (start_rss, rss(proc), marks)
     # and none was answered by the parser's last resort (an exception it did not foresee)
     assert delta(scrape(port), before, "mlops_serving_rejections_total", reason="parser_error") == 0

@@ -153,7 +153,7 @@ def shadow_promotion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
 )
 def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, kubernetes: KubernetesServing) -> dict:
     """The live serving spec: a Kubernetes Deployment + Service serving the champion's exact version
-    with ``mlflow models serve``, and a smoke test that loads that version from the registry and
+    with ``mlops-serve``, and a smoke test that loads that version from the registry and
     scores its logged input example.  On Kubernetes (k8s profile) it also applies them and waits for
     the rollout; a failed rollout is undone, so the previous version keeps serving."""
     import numpy as np
@@ -174,7 +174,9 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     if len(p) != len(example) or not np.all((p >= 0) & (p <= 1)):
         raise dg.Failure(description=f"model_deployment: smoke test of v{version} returned invalid probabilities {p}")
     s = get_settings()
-    docs = serving_manifests(version, image=s.k8s_image, namespace=s.k8s_namespace)
+    docs = serving_manifests(version, image=s.k8s_image, namespace=s.k8s_namespace, max_rows=s.serving_max_rows,
+                             max_bytes=s.serving_max_bytes, payload_sample=s.payload_sample,
+                             env_secrets=s.k8s_env_secrets)
     text = to_yaml(docs)
     applied = None
     if kubernetes.apply:

@@ -38,7 +38,7 @@ INFRA_ROWS = 200
                           description="holdout log loss <= champion's on the same rows + "
                                       f"{_loaded.gate_log_loss_tolerance} (MLOPS_GATE_LOG_LOSS_TOL); passes with no champion"),
         dg.AssetCheckSpec("serving_infra_valid", asset="challenger", blocking=True,
-                          description="a challenger the gate passes is started in `mlflow models serve` and sent "
+                          description="a challenger the gate passes is started in `mlops-serve` and sent "
                                       f"{INFRA_ROWS} holdout rows: answers equal to batch (1e-6), p99 of one-row "
                                       f"requests <= {_loaded.infra_p99_ms:.0f} ms (MLOPS_INFRA_P99_MS); not run (fails) "
                                       "when the gate blocks; MLOPS_INFRA_VALIDATION=off skips it (passes)"),
