@@ -133,7 +133,8 @@ def markdown_table() -> str:
 
     lines = ["| column | type | allowed | missing | what |", "|---|---|---|---|---|"]
     for c, col in CATEGORICAL.items():
-        lines.append(f"| `{c}` | string | `{col.pattern}` | no | {col.doc} |")
+        pattern = col.pattern.replace("|", "\\|")  # a pipe inside a table cell is escaped
+        lines.append(f"| `{c}` | string | `{pattern}` | no | {col.doc} |")
     for c, col in NUMERIC.items():
         lines.append(f"| `{c}` | number | {num(col.lo)} to {num(col.hi)} | {'yes' if col.nullable else 'no'} | {col.doc} |")
     return "\n".join(lines)
