@@ -69,7 +69,11 @@ def _no_duplicates(pairs):
 
 def parse_json_body(body: bytes, max_rows: int):
     """The checked rows (``ScoringInput``) of an MLflow JSON scoring body, or :class:`Refused`."""
-    from mlops_assets.lib.features import FEATURE_COLUMNS, InputError, check_scoring_rows
+    from mlops_assets.lib.features import (
+        FEATURE_COLUMNS,
+        InputError,
+        check_scoring_rows,
+    )
 
     try:
         text = body.decode("utf-8")
@@ -393,7 +397,7 @@ class ServingApp:
                 rows = parse_json_body(body, self.max_rows)
             except Refused:
                 raise
-            except Exception as exc:  # noqa: BLE001  a body our parser did not foresee: still the client's
+            except Exception as exc:  # a body our parser did not foresee: still the client's, and logged
                 log.exception("request %s: the JSON parser failed", rid)
                 raise Refused(400, ["parser_error"], f"the body could not be read ({type(exc).__name__}); "
                                                      "send MLflow's dataframe_split or dataframe_records") from None

@@ -75,7 +75,7 @@ class FlightDelayModel(PythonModel):
             raise mlflow.exceptions.MlflowException.invalid_parameter_value(f"bad scoring input: {exc}") from None
         return pd.DataFrame({"delay_probability": self.score(rows)})
 
-    def score(self, rows) -> "np.ndarray":
+    def score(self, rows):
         """Delay probabilities (float64) of rows that passed the contract (a ``ScoringInput``)."""
         import numpy as np
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +179,7 @@ def test_online_predictions_hold_what_was_served(server):
         status, text, headers = request(port, "POST", "/invocations", split_body(req), headers={"X-Request-ID": rid})
         assert status == 200 and headers["x-request-id"] == rid
         sent[rid] = (req, [p["delay_probability"] for p in json.loads(text)["predictions"]])
-    day = datetime.now(timezone.utc).date().isoformat()
+    day = datetime.now(UTC).date().isoformat()
     deadline = time.time() + 30
     while scrape(port).get(("mlops_serving_payload_rows_written_total", ()), 0) < 7 and time.time() < deadline:
         time.sleep(0.2)

@@ -7,7 +7,7 @@ features and probability. Its partitions are the days requests were *received* (
 from ``MLOPS_ONLINE_START``), not the replayed days of 2013 that the batch assets cover.
 """
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import dagster as dg
 
@@ -63,5 +63,5 @@ online_predictions_job = dg.define_asset_job(
 def online_predictions_schedule(context: dg.ScheduleEvaluationContext):
     """Yesterday's online traffic, half an hour after midnight UTC (servers flush every
     ``MLOPS_PAYLOAD_FLUSH_S``)."""
-    day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date().isoformat()
+    day = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=day, partition_key=day)
