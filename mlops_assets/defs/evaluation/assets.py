@@ -114,16 +114,23 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "candidates": dg.MetadataValue.md(md_table(ev.table)),
         "data_window": training_set["data_window"],
     })
+    yield from _gate_checks(decision, version, champion_version, champion_auc, calibration, infra)
+
+
+def _gate_checks(decision, version: str, champion_version: str | None, champion_auc: float | None,
+                 calibration: dict, infra: dict) -> list:
+    """The four blocking checks on ``challenger``, from the gate's decision and infra validation."""
+    checks = []
     # A blocked gate is a decision the platform takes every week, not an error: the checks fail
     # with WARN severity, so the run succeeds and `champion` (which re-applies the gate) simply
     # does not materialise. On 2013's data the best candidate misses the floor in hard weeks
     # (2013-09-16: 0.56, where the old model scored 0.55 too).
-    yield dg.AssetCheckResult(
+    checks.append(dg.AssetCheckResult(
         check_name="gate_quality_floor", passed=decision.passes_floor, severity=dg.AssetCheckSeverity.WARN,
         description=f"holdout AUC {decision.challenger_auc:.4f} vs floor {decision.min_auc:.2f}",
         metadata={"holdout_roc_auc": decision.challenger_auc, "min_auc": decision.min_auc, "model_version": version},
-    )
-    yield dg.AssetCheckResult(
+    ))
+    checks.append(dg.AssetCheckResult(
         check_name="gate_beats_champion", passed=decision.beats_champion, severity=dg.AssetCheckSeverity.WARN,
         description=("no champion yet" if champion_auc is None else
                      f"challenger {decision.challenger_auc:.4f} vs champion v{champion_version} "
@@ -133,8 +140,8 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         metadata={"holdout_roc_auc": decision.challenger_auc, "min_delta": decision.min_delta,
                   "champion_version": champion_version or "none", **_delta_metadata(decision),
                   **({} if champion_auc is None else {"champion_holdout_roc_auc": champion_auc})},
-    )
-    yield dg.AssetCheckResult(
+    ))
+    checks.append(dg.AssetCheckResult(
         check_name="gate_calibration", passed=decision.calibrated, severity=dg.AssetCheckSeverity.WARN,
         description=("no champion yet" if champion_auc is None else
                      f"holdout log loss {decision.challenger_log_loss:.4f} vs champion v{champion_version} "
@@ -142,14 +149,15 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         metadata={"holdout_log_loss": decision.challenger_log_loss, "log_loss_tolerance": decision.log_loss_tolerance,
                   "holdout_calibration_error": calibration["ece"],
                   **({} if decision.champion_log_loss is None else {"champion_holdout_log_loss": decision.champion_log_loss})},
-    )
-    yield dg.AssetCheckResult(
+    ))
+    checks.append(dg.AssetCheckResult(
         check_name="serving_infra_valid", passed=bool(infra["passed"]), severity=dg.AssetCheckSeverity.WARN,
         description=infra["reason"],
         metadata={"ran": bool(infra["ran"]),
                   **{k: float(infra[k]) for k in ("startup_s", "max_abs_diff", "p99_ms", "p99_budget_ms")
                      if k in infra and infra[k] == infra[k]}},
-    )
+    ))
+    return checks
 
 
 def _infra_validation(context, registry, version: str, holdout, gate_passed: bool) -> dict:
