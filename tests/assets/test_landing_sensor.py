@@ -24,7 +24,7 @@ DATA = [ingestion.raw_flights, ingestion.raw_weather, ingestion.flight_outcomes,
 
 
 def tick(instance, cursor=None):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=build_resources(get_settings()))
     result = landing_zone_sensor(ctx)
     return result, result.cursor
 

@@ -60,7 +60,7 @@ def world(tmp_path_factory):
 
 
 def evaluate(instance):
-    return model_health_sensor(dg.build_sensor_context(instance=instance))
+    return model_health_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(get_settings())))
 
 
 def test_a_healthy_week_requests_nothing(world):

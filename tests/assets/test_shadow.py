@@ -96,15 +96,15 @@ def test_predictions_come_from_the_deployment_not_the_alias(world):
 def test_a_shadow_significantly_better_live_is_promoted_after_n_days(world, monkeypatch):
     _, instance, res, registry, champion, shadow = world
     # off by default: compared, never promoted
-    assert isinstance(shadow_promotion_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    assert isinstance(shadow_promotion_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(get_settings()))), dg.SkipReason)
     assert str(registry.alias_version("champion").version) == champion
     monkeypatch.setenv("MLOPS_SHADOW_PROMOTE_DAYS", "10")  # more days than it has: not yet
     get_settings.cache_clear()
-    skip = shadow_promotion_sensor(dg.build_sensor_context(instance=instance))
+    skip = shadow_promotion_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(get_settings())))
     assert isinstance(skip, dg.SkipReason) and "7 of 10 labelled days" in skip.skip_message
     monkeypatch.setenv("MLOPS_SHADOW_PROMOTE_DAYS", "3")
     get_settings.cache_clear()
-    req = shadow_promotion_sensor(dg.build_sensor_context(instance=instance))
+    req = shadow_promotion_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(get_settings())))
     assert isinstance(req, dg.RunRequest) and req.run_key == f"shadow:{shadow}:over:{champion}"
     r = dg.materialize([deployment.shadow_promotion, deployment.model_deployment], resources=build_resources(get_settings()),
                        instance=instance)

@@ -21,6 +21,7 @@ import json
 import dagster as dg
 
 from mlops_assets.defs.observed import busy_days, latest_records, materialised, serving
+from mlops_assets.defs.resources import LandingZone
 from mlops_assets.lib.landing import DAILY_ASSETS, SOURCE_OF
 from mlops_assets.settings import get_settings
 
@@ -83,7 +84,7 @@ def _day_fp(files, day: str) -> str:
                 "due (ingestion, features, examples; scoring and live performance once a model is "
                 "deployed), for exactly those days, one run per range of days.",
 )
-def landing_zone_sensor(context: dg.SensorEvaluationContext):
+def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
     from mlops_assets.lib.landing import Deployment, Group, plan, scan
 
     s = get_settings()
@@ -92,7 +93,7 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext):
     fresh = cursor.get("v") != CURSOR_VERSION
     if fresh:
         cursor = {"v": CURSOR_VERSION, "files": {}, "pending": {}, "failed": {}, "waiting": [], "deployment": None}
-    files, state = scan(s.landing_uri, cursor["files"])
+    files, state = scan(landing.root, cursor["files"])
     in_span = {d for feed in files.values() for d in feed if s.start <= d < s.end}
     serving_now = serving(inst)
     deployment = Deployment(serving_now.version, serving_now.data_end) if serving_now else None

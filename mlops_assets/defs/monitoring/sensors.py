@@ -23,6 +23,7 @@ import dagster as dg
 from mlops_assets.defs.ingestion.sensors import INTERVAL
 from mlops_assets.defs.jobs import shadow_promotion_job, training_job
 from mlops_assets.defs.observed import IN_FLIGHT, MATERIALIZATION, serving
+from mlops_assets.defs.resources import LakeStorage, MlflowTracking
 from mlops_assets.settings import get_settings
 
 
@@ -68,11 +69,10 @@ def _verdict_metadata(verdict) -> dict:
                 "(weekly) or when the model-health verdict says the champion decayed (health); the verdict "
                 "of each newly labelled day is recorded on that day's prediction_performance.",
 )
-def model_health_sensor(context: dg.SensorEvaluationContext):
+def model_health_sensor(context: dg.SensorEvaluationContext, lake: LakeStorage):
     from mlops_assets.lib.health import (HealthPolicy, HealthVerdict, assess, decide, first_full_week,
                                          latest_complete_week)
     from mlops_assets.lib.landing import days_of_range
-    from mlops_assets.lib.storage import Lake
 
     s = get_settings()
     inst = context.instance
@@ -103,7 +103,7 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
     if srv is not None and known and (perf_new or srv.storage_id != cursor["serving_id"]):
         last = max(known)
         first = (date.fromisoformat(last) - timedelta(days=policy.days - 1)).isoformat()
-        scored, drift = _labelled_window(Lake(s.lake_uri), days_of_range(first, last))
+        scored, drift = _labelled_window(lake.lake(), days_of_range(first, last))
         verdict = assess(scored, srv.version, srv.holdout, drift, policy)
         cursor["serving_id"] = srv.storage_id
         cursor["verdict"] = {"status": verdict.status, "reasons": list(verdict.reasons), "days": list(verdict.days),
@@ -158,10 +158,9 @@ def model_health_sensor(context: dg.SensorEvaluationContext):
                 "better than the champion on the same flights over its latest N labelled days, runs "
                 "shadow_promotion_job (which re-decides, validates serving, promotes and deploys).",
 )
-def shadow_promotion_sensor(context: dg.SensorEvaluationContext):
+def shadow_promotion_sensor(context: dg.SensorEvaluationContext, lake: LakeStorage, mlflow: MlflowTracking):
     from mlops_assets.lib import registry, tracking
     from mlops_assets.lib import shadow as shadow_lib
-    from mlops_assets.lib.storage import Lake
 
     s = get_settings()
     if s.shadow_promote_days < 1:
@@ -175,11 +174,11 @@ def shadow_promotion_sensor(context: dg.SensorEvaluationContext):
     context.update_cursor(str(max([*new.values(), after or 0])))
     srv = serving(inst)
     with tracking.tracking_errors():
-        tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+        mlflow.experiment_id()  # the resource configures MLflow for this process
         cand = registry.alias_version(registry.CHALLENGER)
     if srv is None or cand is None or str(cand.version) == srv.version:
         return dg.SkipReason("no shadow challenger beside the serving champion")
-    by_day = shadow_lib.load_days(Lake(s.lake_uri), shadow=str(cand.version), champion=srv.version,
+    by_day = shadow_lib.load_days(lake.lake(), shadow=str(cand.version), champion=srv.version,
                                   last=s.shadow_promote_days)
     decision = shadow_lib.decide(by_day, shadow=str(cand.version), champion=srv.version, days=s.shadow_promote_days,
                                  min_delta=s.gate_min_delta, log_loss_tolerance=s.gate_log_loss_tolerance)
