@@ -11,7 +11,8 @@ is charged to every step of the group, so each figure is an upper bound of that 
 * platform_health and shadow_promotion: once, after it;
 * training (training_set, every family's plan/trial/pick-best, challenger, champion,
   model_deployment): ``training_job`` on a 52-week training set (week 2013-12-23), last;
-* online (online_predictions): a day of 1,000,000 recorded online rows in 2,000 payload files
+* online (online_predictions, online_feature_drift): a day of 1,000,000 recorded online rows in
+  2,000 payload files
   (``--only online`` measures this group alone and keeps the others' committed figures).
 
     python bench/step_memory.py [--out bench/step_memory.json] [--short] [--only online]
@@ -58,6 +59,7 @@ def online_peak(home: Path, env: dict, short: bool) -> tuple[float, float]:
     from mlops_assets.lib.storage import Location
 
     files = 20 if short else 2000
+    version = _a_registered_version()
     X = features.examples_from_source(["2013-03-01"])[features.FEATURE_COLUMNS].head(500).reset_index(drop=True)
     rows = features.check_scoring_input(X)
     day = "2026-06-01"
@@ -66,9 +68,32 @@ def online_peak(home: Path, env: dict, short: bool) -> tuple[float, float]:
     for f in range(files):
         batch = [(f"r{f}-{i}", t + f, features.ScoringInput([c[i:i + 1] for c in rows.cats], rows.nums[i:i + 1]),
                   np.array([0.2])) for i in range(len(X))]
-        loc.write_parquet(f"{day}/bench-{f:05d}.parquet", payload_log._frame(batch, "1"))
-    return peak_mb(["asset", "materialize", "--select", "online_predictions", "--partition", day], env,
-                   f"online_predictions, {files * len(X):,} rows in {files} files")
+        loc.write_parquet(f"{day}/bench-{f:05d}.parquet", payload_log._frame(batch, version))
+    return peak_mb(["asset", "materialize", "--select", "online_predictions,online_feature_drift", "--partition", day],
+                   env, f"online_predictions + drift, {files * len(X):,} rows in {files} files")
+
+
+def _a_registered_version() -> str:
+    """A small real model (a logistic regression on two weeks of 2013, with its drift reference)
+    registered in the home's MLflow: the version the recorded rows name."""
+    import uuid
+
+    from mlops_assets.lib import registry, tracking
+    from mlops_assets.lib.drift import build_reference
+    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, examples_from_source
+    from mlops_assets.lib.training import make_training_set, train_trial
+    from mlops_assets.settings import get_settings
+
+    s = get_settings()
+    ts = make_training_set(examples_from_source([f"2013-02-{d:02d}" for d in range(1, 15)]))
+    exp = tracking.configure(s.tracking_uri, s.mlflow_artifact_root)
+    parent = tracking.parent_run_id(exp, f"step-memory-{uuid.uuid4().hex[:8]}")
+    run_id = tracking.start_trial_run(exp, parent, "step-memory", {"family": "logistic_regression"})
+    r = train_trial("logistic_regression", {"C": 1.0}, ts)
+    ref = build_reference(ts[ts["split"] == "train"], DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES)
+    uri = registry.log_model(run_id, r.model, "logistic_regression", ts[ts["split"] == "holdout"].head(5), ref)
+    tracking.end_run(run_id)
+    return str(registry.register(uri, {"mlflow_run_id": run_id, "family": "logistic_regression"}))
 
 
 def main(argv=None) -> int:
@@ -96,7 +121,8 @@ def main(argv=None) -> int:
         result = json.loads(Path(args.out).read_text())
         p, sec = online_peak(home, env, args.short)
         result["groups"]["online"] = {"peak_mb": round(p, 1), "seconds": round(sec, 1)}
-        result["steps"]["online_predictions"] = {"peak_mb": round(p, 1), "group": "online"}
+        for op in ("online_predictions", "online_feature_drift"):
+            result["steps"][op] = {"peak_mb": round(p, 1), "group": "online"}
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
         return 0
     from datetime import date, timedelta
@@ -133,7 +159,7 @@ def main(argv=None) -> int:
         "platform": ["platform_health", "shadow_promotion"],
     }
     groups["online"] = online_peak(home, env, args.short)
-    members["online"] = ["online_predictions"]
+    members["online"] = ["online_predictions", "online_feature_drift"]
     steps = {op: {"peak_mb": round(groups[g][0], 1), "group": g} for g, ops in members.items() for op in ops}
     result = {"short": args.short, "training_weeks": weeks, "last_day": last,
               "groups": {g: {"peak_mb": round(p, 1), "seconds": round(s, 1)} for g, (p, s) in groups.items()},

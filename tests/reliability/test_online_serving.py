@@ -166,7 +166,7 @@ def test_online_predictions_hold_what_was_served(server):
     probabilities, version and request ids."""
     import dagster as dg
 
-    from mlops_assets.defs.deployment.online import online_predictions
+    from mlops_assets.defs.deployment.online import online_feature_drift, online_predictions
     from mlops_assets.defs.resources import build_resources
     from mlops_assets.lib.storage import Lake
     from mlops_assets.settings import get_settings
@@ -184,9 +184,17 @@ def test_online_predictions_hold_what_was_served(server):
     while scrape(port).get(("mlops_serving_payload_rows_written_total", ()), 0) < 7 and time.time() < deadline:
         time.sleep(0.2)
     s = get_settings()
-    assert dg.materialize([online_predictions], resources=build_resources(s), partition_key=day,
+    assert dg.materialize([online_predictions, online_feature_drift], resources=build_resources(s), partition_key=day,
                           instance=dg.DagsterInstance.ephemeral()).success
     table = Lake(s.lake_uri).read("online_predictions", day)
+    # drift covers the online rows as feature_drift covers the batch: every feature (and the output,
+    # for a version whose reference has one; this test's model has none), against the answering
+    # version's reference; too few rows to alarm on
+    drift = Lake(s.lake_uri).read("online_feature_drift", day)
+    mine = drift[drift["model_version"] == server["version"]]
+    assert set(mine["feature"]) == set(FEATURE_COLUMNS) - {"day_of_year", "month"}
+    assert mine["psi"].notna().all() and (mine["psi"] >= 0).all()
+    assert (mine["rows"] == (table["model_version"] == server["version"]).sum()).all() and not mine["alarm"].any()
     for rid, (req, probs) in sent.items():
         got = table[table["request_id"] == rid].sort_values("row")
         assert list(got["row"]) == list(range(len(req)))
