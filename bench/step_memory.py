@@ -80,7 +80,11 @@ def _a_registered_version() -> str:
 
     from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.drift import build_reference
-    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, examples_from_source
+    from mlops_assets.lib.features import (
+        CATEGORICAL_FEATURES,
+        DRIFT_NUMERIC_FEATURES,
+        examples_from_source,
+    )
     from mlops_assets.lib.training import make_training_set, train_trial
     from mlops_assets.settings import get_settings
 

@@ -166,7 +166,10 @@ def test_online_predictions_hold_what_was_served(server):
     probabilities, version and request ids."""
     import dagster as dg
 
-    from mlops_assets.defs.deployment.online import online_feature_drift, online_predictions
+    from mlops_assets.defs.deployment.online import (
+        online_feature_drift,
+        online_predictions,
+    )
     from mlops_assets.defs.resources import build_resources
     from mlops_assets.lib.storage import Lake
     from mlops_assets.settings import get_settings
