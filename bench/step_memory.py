@@ -117,6 +117,8 @@ def main(argv=None) -> int:
     env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "MLOPS_EXECUTOR": "in_process",
                 "MLOPS_TRIALS": "1", "MLOPS_INFRA_VALIDATION": "off", "PYTHONWARNINGS": "ignore"})
     os.environ.update({k: env[k] for k in ("MLOPS_HOME", "DAGSTER_HOME")})
+    for k in ("MLFLOW_TRACKING_URI", "MLOPS_LAKE_URI", "MLOPS_LANDING_URI"):  # this process too: the home's own
+        os.environ.pop(k, None)
     from mlops_assets.settings import ensure_dagster_home, get_settings
 
     get_settings.cache_clear()

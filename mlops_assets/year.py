@@ -184,12 +184,15 @@ def _time_sensors(inst, cursors: dict) -> dict:
 
     from mlops_assets.defs.ingestion.sensors import landing_zone_sensor
     from mlops_assets.defs.monitoring.sensors import model_health_sensor
+    from mlops_assets.defs.resources import build_resources
+    from mlops_assets.settings import get_settings
 
     logging.getLogger("dagster").setLevel(logging.WARNING)  # their log lines are the daemon's to print
+    resources = build_resources(get_settings())
     out = {}
     for name, fn in (("landing_zone_sensor", landing_zone_sensor), ("model_health_sensor", model_health_sensor)):
         t0 = time.perf_counter()
-        fn(dg.build_sensor_context(instance=inst, cursor=cursors.get(name)))
+        fn(dg.build_sensor_context(instance=inst, cursor=cursors.get(name), resources=resources))
         out[name] = round((time.perf_counter() - t0) * 1000, 1)
     return out
 
