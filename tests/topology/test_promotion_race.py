@@ -47,6 +47,10 @@ def test_two_promotions_at_once_one_wins_the_other_gates_again(services, pointed
         from mlops_assets.lib.metrics import gate_from
         assert all(gate_from(c).promote for c in challengers.values()), "both must pass against the weak one"
 
+        # the instance's tables exist before two processes open it (two processes creating a fresh
+        # PostgreSQL schema at once race: "type snapshots already exists", seen once in CI)
+        subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=ROOT, env=env, check=True,
+                       capture_output=True, timeout=300)
         # both champion steps at once, each in its own process (as two runs' step workers would be)
         procs = {week: subprocess.Popen(
             [str(BIN / "dagster"), "asset", "materialize", "-m", "mlops_assets.definitions", "--select", "champion",
