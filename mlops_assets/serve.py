@@ -304,7 +304,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args.model_uri, payload_log_uri="" if args.no_payload_log else None)
     app.score(_warm_rows())  # the first call builds the array scorer: not a client's wait
-    _freeze_heap()
+    from mlops_assets.lib.serving_model import _freeze_heap
+
+    _freeze_heap()  # what it loaded stays out of the collector's full passes (lib/serving_model.py)
     log.info("serving v%s (%s) on %s:%d; payload log %s", app.version, app.model_uri, args.host, args.port,
              app.payload_log.location.root if app.payload_log else "off")
     try:
@@ -326,13 +328,6 @@ def _warm_rows():
     cats = [np.array(["AA"], dtype=object), np.array(["JFK"], dtype=object), np.array(["LAX"], dtype=object)]
     nums = np.array([[max(col.lo, min(col.hi, (col.lo + col.hi) / 2)) for col in schema.NUMERIC.values()]])
     return ScoringInput(cats, nums)
-
-
-def _freeze_heap() -> None:
-    """What the server loaded stays out of the garbage collector's full passes (lib/serving_model)."""
-    from mlops_assets.lib.serving_model import _freeze_heap as freeze
-
-    freeze()
 
 
 if __name__ == "__main__":

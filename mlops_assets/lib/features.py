@@ -162,8 +162,8 @@ class InputError(ValueError):
     REASONS = ("missing_column", "unexpected_column", "no_rows", "too_many_rows", "wrong_type",
                "missing_value", "not_finite", "out_of_range", "malformed_code")
 
-    def __init__(self, problems: list[tuple[str, str]] | str):
-        self.problems = [("wrong_type", problems)] if isinstance(problems, str) else list(problems)
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
         super().__init__("; ".join(m for _, m in self.problems))
 
     @property

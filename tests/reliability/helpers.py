@@ -5,10 +5,9 @@ import contextlib
 import os
 import uuid
 
-from tests.helpers import free_port  # noqa: F401 (re-exported for the tests that import it from here)
 import pytest
 
-
+from tests.helpers import free_port  # noqa: F401 (re-exported for the tests that import it from here)
 
 
 @contextlib.contextmanager
@@ -81,3 +80,33 @@ def register_model(days: list[str], *, alias: str | None = None, shuffle_seed: i
     auc = score_split(r.model, ts)["roc_auc"]
     return registry.register(uri, {"mlflow_run_id": run_id, "family": "logistic_regression",
                                    "holdout_roc_auc": f"{auc:.4f}", **(tags or {})}, alias=alias)
+
+
+@contextlib.contextmanager
+def running_server(cmd: list[str], port: int, env: dict, log_path, timeout_s: float = 120):
+    """A scoring server process (``mlflow models serve`` or ``mlops-serve``) started with ``cmd``, up
+    once ``/ping`` answers 200 on ``port``; stopped, with its children, at the end."""
+    import http.client
+    import signal
+    import subprocess
+    import time
+
+    log = open(log_path, "w")  # noqa: SIM115  (the process writes it until the end)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, open(log_path).read()[-3000:]
+            time.sleep(0.3)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()

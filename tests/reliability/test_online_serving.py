@@ -6,8 +6,6 @@ answered lands in `online_predictions`."""
 import http.client
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -19,7 +17,12 @@ import psutil
 import pytest
 
 from mlops_assets.lib.features import FEATURE_COLUMNS
-from tests.reliability.helpers import free_port, module_home, register_model
+from tests.reliability.helpers import (
+    free_port,
+    module_home,
+    register_model,
+    running_server,
+)
 
 BIN = Path(sys.executable).parent
 MAX_BYTES = 300_000
@@ -38,25 +41,9 @@ def server(tmp_path_factory):
         rows = Lake(s.lake_uri).read("flight_features", "2013-01-12")[FEATURE_COLUMNS]
         port = free_port()
         env = {**os.environ, "MLOPS_PAYLOAD_FLUSH_S": "0.2", "MLOPS_SERVING_MAX_BYTES": str(MAX_BYTES)}
-        log = open(h / "serve.log", "w")
-        proc = subprocess.Popen([str(BIN / "mlops-serve"), "--model-uri", "models:/flight_delay@champion",
-                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if request(port, "GET", "/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert proc.poll() is None and time.time() < deadline, (h / "serve.log").read_text()[-3000:]
-                time.sleep(0.3)
+        cmd = [str(BIN / "mlops-serve"), "--model-uri", "models:/flight_delay@champion", "--port", str(port)]
+        with running_server(cmd, port, env, h / "serve.log") as proc:
             yield {"port": port, "proc": proc, "rows": rows, "version": version, "home": h}
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-            log.close()
 
 
 def request(port, method, path, body=b"", ctype="application/json", headers=None):

@@ -4,10 +4,7 @@ naming what is wrong, the server healthy afterwards and its memory flat."""
 import http.client
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,12 @@ import psutil
 import pytest
 
 from mlops_assets.lib.features import FEATURE_COLUMNS
-from tests.reliability.helpers import free_port, module_home, register_model
+from tests.reliability.helpers import (
+    free_port,
+    module_home,
+    register_model,
+    running_server,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -32,25 +34,10 @@ def server(tmp_path_factory):
         rows = Lake(s.lake_uri).read("flight_features", "2013-01-09")[FEATURE_COLUMNS]
         port = free_port()
         env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        log = open(h / "serve.log", "w")
-        proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion",
-                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    if _request(port, "GET", "/ping")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert proc.poll() is None and time.time() < deadline, (h / "serve.log").read_text()[-3000:]
-                time.sleep(0.5)
+        cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion", "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+        with running_server(cmd, port, env, h / "serve.log") as proc:
             yield port, proc, rows, version
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-            log.close()
 
 
 def _request(port, method, path, body=b"", ctype="application/json"):
