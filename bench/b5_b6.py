@@ -69,19 +69,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(kind: str, version: str, port: int, workers: int, s):
+def _start_server(kind: str, version: str, workers: int, s):
+    """(process, log, port): ``mlops-serve`` on a socket bound here (no port race); ``mlflow models
+    serve`` (only with ``--server mlflow``, never in the tests) on a probed free port."""
     # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH (it is not when
     # the venv was never activated, as under `make test`).
     env = {**os.environ, "MLFLOW_TRACKING_URI": s.tracking_uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     uri = f"models:/flight_delay/{version}"
-    if kind == "mlops":  # one process (the Deployment scales with replicas); payload log on, as deployed
-        cmd = [str(Path(sys.executable).parent / "mlops-serve"), "--model-uri", uri, "--port", str(port)]
-    else:
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
     log = open(Path(s.home) / f"{kind}-serve.log", "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
+    if kind == "mlops":  # one process (the Deployment scales with replicas); payload log on, as deployed
+        from mlops_assets.lib.infra_validation import listening_socket
+
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        cmd = [str(Path(sys.executable).parent / "mlops-serve"), "--model-uri", uri, "--fd", str(sock.fileno())]
+        try:
+            proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    pass_fds=(sock.fileno(),))
+        finally:
+            sock.close()  # the server holds its own copy
+        return proc, log, port
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log, port
 
 
 def _one_round(port: int, bodies: list[str], concurrency: int):
@@ -150,8 +162,7 @@ def b6(requests_n: int, concurrency: int, workers: int = 2, rounds: int = 3, ser
         model.predict(p)
         base.append(time.perf_counter() - t0)
 
-    port = _free_port()
-    proc, log = _start_server(server, str(version), port, workers, s)
+    proc, log, port = _start_server(server, str(version), workers, s)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

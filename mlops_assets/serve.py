@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 
@@ -288,30 +289,61 @@ def build_app(model_uri: str, *, payload_log_uri: str | None = None, settings=No
                       max_rows=s.serving_max_rows, payload_log=plog)
 
 
+def _preload() -> None:
+    """What loading and serving a version imports, before the version is known (``--model-uri -``)."""
+    import mlflow.pyfunc  # noqa: F401
+    import sklearn.compose  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    from mlflow.pyfunc import scoring_server  # noqa: F401
+
+    import mlops_assets.lib.serving_model  # noqa: F401
+    import mlops_assets.lib.tracking  # noqa: F401
+
+
 def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="mlops-serve", description="Serve one registered version of flight_delay.")
-    ap.add_argument("--model-uri", required=True, help="models:/flight_delay/N or models:/flight_delay@champion")
+    ap.add_argument("--model-uri", required=True,
+                    help="models:/flight_delay/N or models:/flight_delay@champion; '-': import first, then read "
+                         "the URI from stdin (infra validation starts the server while the version is registered)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--fd", type=int, default=None,
+                    help="serve on this already bound and listening TCP socket (inherited file descriptor) "
+                         "instead of --host/--port: whoever started the process chose the port, and nothing "
+                         "can take it between that choice and the bind (infra validation, benchmarks)")
     ap.add_argument("--no-payload-log", action="store_true", help="record nothing (default: MLOPS_PAYLOAD_LOG_URI)")
     args = ap.parse_args(argv)
     # one process per core: OpenMP's thread team costs more than it gives on one-row batches
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
+    if args.model_uri == "-":
+        _preload()
+        args.model_uri = sys.stdin.readline().strip()
+        if not args.model_uri:
+            return 0  # the caller closed stdin without a version: nothing to serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(args.model_uri, payload_log_uri="" if args.no_payload_log else None)
     app.score(_warm_rows())  # the first call builds the array scorer: not a client's wait
     from mlops_assets.lib.serving_model import _freeze_heap
 
     _freeze_heap()  # what it loaded stays out of the collector's full passes (lib/serving_model.py)
-    log.info("serving v%s (%s) on %s:%d; payload log %s", app.version, app.model_uri, args.host, args.port,
+    sockets = None
+    where = f"{args.host}:{args.port}"
+    if args.fd is not None:
+        import socket
+
+        sockets = [socket.socket(fileno=args.fd)]  # family and type read from the descriptor
+        where = "%s:%d" % sockets[0].getsockname()[:2]
+    log.info("serving v%s (%s) on %s; payload log %s", app.version, app.model_uri, where,
              app.payload_log.location.root if app.payload_log else "off")
     try:
-        uvicorn.run(app, host=args.host, port=args.port, http="httptools", loop="uvloop", lifespan="off",
-                    access_log=False, log_level="warning", timeout_keep_alive=30)
+        config = uvicorn.Config(app, host=args.host, port=args.port, http="httptools", loop="uvloop", lifespan="off",
+                                access_log=False, log_level="warning", timeout_keep_alive=30)
+        uvicorn.Server(config).run(sockets=sockets)
     finally:
         if app.payload_log is not None:
             app.payload_log.close()

@@ -41,10 +41,16 @@ class InfraValidation:
         return dataclasses.asdict(self)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a port the kernel picks, listening and inheritable: a server process
+    started with ``mlops-serve --fd <fileno>`` (and ``pass_fds``) serves on it. Choosing a free
+    port by probing and handing the number over races with every other process doing the same
+    (parallel validations, parallel test workers); a socket bound here cannot be taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
 
 
 def request_body(df: pd.DataFrame) -> str:
@@ -65,54 +71,83 @@ def _post(url: str, df: pd.DataFrame, timeout: float) -> tuple[int, str]:
     return r.status_code, r.text
 
 
-def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_uri: str | None = None,
-                     tolerance: float = 1e-6, p99_budget_ms: float = 250.0, latency_requests: int = 100,
-                     startup_timeout_s: float = 180.0, request_timeout_s: float = 30.0) -> InfraValidation:
-    """Serve ``model_uri`` with ``mlops-serve`` (what the serving Deployment runs) on a free local port, score ``rows``
-    (feature columns only, as a client sends them) in one request and compare with ``expected``
-    (the batch predictions of the same rows), then time ``latency_requests`` one-row requests.
-    The server is stopped before returning, whatever happened."""
-    import requests
+class ServingProcess:
+    """One ``mlops-serve`` process on a socket bound here (no port race), stopped by ``close``.
 
-    expected = np.asarray(expected, dtype=float)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    if tracking_uri:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
-    log = tempfile.TemporaryFile(mode="w+")
-    # the serving Deployment's own command (mlops-serve), with nothing recorded
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_assets.serve", "--model-uri", model_uri,
-                             "--host", "127.0.0.1", "--port", str(port), "--no-payload-log"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    Given ``model_uri`` it starts serving that version at once.  Without one it starts *ahead*:
+    the process imports what loading and serving a version needs (MLflow, scikit-learn, uvicorn:
+    ~2-3 s on 2 cores) while the caller is still evaluating and registering the version, and
+    loads the version ``serve`` names (sent on its stdin).  The version served is still the
+    registered artifact, loaded by the serving command itself; only the imports moved earlier."""
 
-    def tail() -> str:
+    def __init__(self, model_uri: str | None = None, *, tracking_uri: str | None = None):
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        if tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = tracking_uri
+        sock = listening_socket()
+        self.url = "http://127.0.0.1:%d" % sock.getsockname()[1]
+        self.model_uri = model_uri
+        self.log = tempfile.TemporaryFile(mode="w+")
+        # the serving Deployment's own command (mlops-serve), with nothing recorded
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlops_assets.serve", "--model-uri", model_uri or "-", "--fd", str(sock.fileno()),
+                 "--no-payload-log"], pass_fds=(sock.fileno(),), env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL if model_uri else subprocess.PIPE, start_new_session=True)
+        finally:
+            sock.close()  # the server holds its own copy
+        self._t0 = time.perf_counter()
+
+    def serve(self, model_uri: str) -> None:
+        """Load and serve ``model_uri`` (a process started without one); startup is timed from here."""
+        if self.model_uri is not None:
+            raise RuntimeError(f"this serving process already serves {self.model_uri}")
+        self.model_uri = model_uri
+        self._t0 = time.perf_counter()
+        try:
+            self.proc.stdin.write(f"{model_uri}\n".encode())
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it exited: validate() reports why, from its log
+
+    def tail(self) -> str:
         """The server's own error lines (its worker's, then the launcher's), else its last output."""
         import re
 
-        log.seek(0)
-        text = log.read()
+        self.log.seek(0)
+        text = self.log.read()
         errors = [ln.strip() for ln in text.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception)\b.*:", ln)]
         unique = list(dict.fromkeys(errors))[-3:]
         return " | ".join(unique)[-1500:] if unique else text[-1500:].strip()
 
-    def fail(reason: str, **kw) -> InfraValidation:
-        return InfraValidation(False, reason, model_uri, p99_budget_ms=p99_budget_ms, **kw)
+    def validate(self, rows: pd.DataFrame, expected, *, tolerance: float = 1e-6, p99_budget_ms: float = 250.0,
+                 latency_requests: int = 100, startup_timeout_s: float = 180.0,
+                 request_timeout_s: float = 30.0) -> InfraValidation:
+        """Wait for /ping, score ``rows`` (feature columns only, as a client sends them) in one
+        request and compare with ``expected`` (the batch predictions of the same rows), then time
+        ``latency_requests`` one-row requests."""
+        import requests
 
-    t0 = time.perf_counter()
-    try:
+        if self.model_uri is None:
+            raise RuntimeError("serve(model_uri) first")
+        expected = np.asarray(expected, dtype=float)
+        url, model_uri = self.url, self.model_uri
+
+        def fail(reason: str, **kw) -> InfraValidation:
+            return InfraValidation(False, reason, model_uri, p99_budget_ms=p99_budget_ms, **kw)
+
         while True:
-            if proc.poll() is not None:
-                return fail(f"the serving process exited with code {proc.returncode} before answering: {tail()}")
+            if self.proc.poll() is not None:
+                return fail(f"the serving process exited with code {self.proc.returncode} before answering: {self.tail()}")
             try:
                 if requests.get(f"{url}/ping", timeout=1).status_code == 200:
                     break
             except requests.RequestException:
                 pass
-            if time.perf_counter() - t0 > startup_timeout_s:
-                return fail(f"the serving process did not answer /ping within {startup_timeout_s:.0f} s: {tail()}")
-            time.sleep(0.25)
-        startup = time.perf_counter() - t0
+            if time.perf_counter() - self._t0 > startup_timeout_s:
+                return fail(f"the serving process did not answer /ping within {startup_timeout_s:.0f} s: {self.tail()}")
+            time.sleep(0.05)
+        startup = time.perf_counter() - self._t0
         status, text = _post(f"{url}/invocations", rows, request_timeout_s)
         if status != 200:
             return fail(f"scoring {len(rows)} rows answered HTTP {status}: {text[:500]}", startup_s=startup)
@@ -149,12 +184,55 @@ def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_u
         return InfraValidation(True, f"served {len(rows)} rows identical to batch (max diff {diff:.2g}), p99 {p99:.1f} ms "
                                      f"<= {p99_budget_ms:.0f} ms, up in {startup:.1f} s", model_uri, startup, len(rows),
                                diff, p99, p99_budget_ms)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
-                proc.wait(timeout=20)
+                self.proc.stdin.close()  # a process still waiting for its version exits on EOF
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def __enter__(self) -> "ServingProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_uri: str | None = None,
+                     tolerance: float = 1e-6, p99_budget_ms: float = 250.0, latency_requests: int = 100,
+                     startup_timeout_s: float = 180.0, request_timeout_s: float = 30.0,
+                     server: ServingProcess | None = None) -> InfraValidation:
+    """Serve ``model_uri`` with ``mlops-serve`` (what the serving Deployment runs) on a free local
+    port, score ``rows`` (feature columns only, as a client sends them) in one request and compare
+    with ``expected`` (the batch predictions of the same rows), then time ``latency_requests``
+    one-row requests.  ``server``: a ``ServingProcess`` started ahead (without a version) to use.
+    The server is stopped before returning, whatever happened."""
+    sp = server if server is not None else ServingProcess(model_uri, tracking_uri=tracking_uri)
+    with sp:
+        if server is not None:
+            sp.serve(model_uri)
+        return sp.validate(rows, expected, tolerance=tolerance, p99_budget_ms=p99_budget_ms,
+                           latency_requests=latency_requests, startup_timeout_s=startup_timeout_s,
+                           request_timeout_s=request_timeout_s)
+
+
+def validate_version(version: str, features: pd.DataFrame, *, rows: int = 200, tracking_uri: str | None = None,
+                     p99_budget_ms: float = 250.0, server: ServingProcess | None = None) -> InfraValidation:
+    """Infra validation of a registered ``version``: ``rows`` rows drawn from ``features`` (seeded),
+    their batch predictions from the registered artifact loaded as the batch path loads it, and
+    the same rows served by ``mlops-serve`` (``validate_serving``)."""
+    from mlops_assets.lib import registry
+
+    sample = features.sample(n=min(rows, len(features)), random_state=0).reset_index(drop=True)
+    expected = registry.load_version(version).predict(sample)["delay_probability"].to_numpy()
+    return validate_serving(registry.version_uri(version), sample, expected, tracking_uri=tracking_uri,
+                            p99_budget_ms=p99_budget_ms, server=server)

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
@@ -284,3 +285,17 @@ def input_example(version: str | int) -> pd.DataFrame:
 
         local = mlflow.artifacts.download_artifacts(check_model_uri(version_uri(version)))
         return Model.load(os.path.join(local, "MLmodel")).load_input_example(local)
+
+
+class SmokeTestFailed(RuntimeError):
+    pass
+
+
+def smoke_test(version: str | int) -> np.ndarray:
+    """Load ``version`` from the registry and score its logged input example: the probabilities,
+    or ``SmokeTestFailed`` when there are not one per row, each in [0, 1]."""
+    example = input_example(version)
+    p = load_version(version).predict(example)["delay_probability"].to_numpy()
+    if len(p) != len(example) or not np.all((p >= 0) & (p <= 1)):
+        raise SmokeTestFailed(f"smoke test of v{version} returned invalid probabilities {p}")
+    return p

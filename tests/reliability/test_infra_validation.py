@@ -120,6 +120,27 @@ def test_a_version_that_serves_other_answers_is_not_promoted(world):
     assert str(registry.alias_version(registry.CHAMPION).version) == champion
 
 
+def test_a_server_started_ahead_serves_the_version_named_later_and_only_it(world):
+    """``challenger`` starts the serving process before its version exists (the imports overlap
+    the evaluation): it then loads exactly the version named, and a failing one still fails; a
+    process never given a version exits by itself when closed."""
+    from mlops_assets.lib.infra_validation import ServingProcess, validate_version
+
+    champion, rows, registry, s = world
+    ahead = ServingProcess(tracking_uri=s.tracking_uri)
+    res = validate_version(champion, rows, rows=20, tracking_uri=s.tracking_uri, server=ahead)
+    assert res.passed and res.rows == 20 and res.model_uri == registry.version_uri(champion), res.reason
+    assert ahead.proc.poll() is not None  # stopped with the validation
+    bad = _register(registry, ServesOtherAnswers())
+    res = validate_version(bad, rows, tracking_uri=s.tracking_uri, server=ServingProcess(tracking_uri=s.tracking_uri))
+    assert not res.passed and "differ from the batch predictions" in res.reason, res.reason
+    idle = ServingProcess(tracking_uri=s.tracking_uri)
+    idle.close()
+    assert idle.proc.returncode is not None
+    with ServingProcess(registry.version_uri(champion)) as started, pytest.raises(RuntimeError, match="already serves"):
+        started.serve(registry.version_uri(bad))
+
+
 def test_the_request_body_carries_every_row_exactly():
     """What the validation sends must be the rows themselves: MLflow's own parser reads back every
     value bit for bit (pandas' to_json would round 7.916666666666667 to 7.9166666667)."""

@@ -103,7 +103,7 @@ def shadow_promotion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     from mlops_assets.lib import registry
     from mlops_assets.lib import shadow as shadow_lib
     from mlops_assets.lib.features import FEATURE_COLUMNS
-    from mlops_assets.lib.infra_validation import validate_serving
+    from mlops_assets.lib.infra_validation import validate_version
 
     s = get_settings()
     mlflow.experiment_id()
@@ -122,10 +122,8 @@ def shadow_promotion(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
     if not decision.promote:
         return
     if s.infra_validation:
-        rows = lk.read("flight_features", decision.days[-1])[FEATURE_COLUMNS].head(200)
-        expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()
-        infra = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri,
-                                 p99_budget_ms=s.infra_p99_ms)
+        infra = validate_version(version, lk.read("flight_features", decision.days[-1])[FEATURE_COLUMNS],
+                                 tracking_uri=s.tracking_uri, p99_budget_ms=s.infra_p99_ms)
         if not infra.passed:
             registry.set_version_tags(version, {"infra_validation": infra.reason[:5000]})
             context.log.info(f"shadow_promotion: v{version} failed infra validation: {infra.reason}")
@@ -168,11 +166,10 @@ def model_deployment(context: dg.AssetExecutionContext, mlflow: MlflowTracking, 
         raise dg.Failure(description="model_deployment: the registry has no 'champion' alias yet; "
                                      "materialise a training week whose gate passes first")
     version = str(champ.version)
-    model = registry.load_version(version)
-    example = registry.input_example(version)
-    p = model.predict(example)["delay_probability"].to_numpy()
-    if len(p) != len(example) or not np.all((p >= 0) & (p <= 1)):
-        raise dg.Failure(description=f"model_deployment: smoke test of v{version} returned invalid probabilities {p}")
+    try:
+        p = registry.smoke_test(version)
+    except registry.SmokeTestFailed as exc:
+        raise dg.Failure(description=f"model_deployment: {exc}") from exc
     s = get_settings()
     docs = serving_manifests(version, image=s.k8s_image, namespace=s.k8s_namespace, max_rows=s.serving_max_rows,
                              max_bytes=s.serving_max_bytes, payload_sample=s.payload_sample,

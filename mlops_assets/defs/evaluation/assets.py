@@ -50,6 +50,26 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
     """The week's best candidate, registered as a version of the MLflow model ``flight_delay`` with
     alias ``challenger`` and tags naming its data window, Dagster run, code version, parameters and
     metrics.  The gate checks decide whether ``champion`` may move."""
+    # the serving process for infra validation starts now, and imports while the week is evaluated
+    server = _start_server(get_settings())
+    try:
+        value, metadata, checks = _challenger(context, mlflow, lake, training_set, candidates, server)
+    finally:
+        if server is not None:
+            server.close()
+    yield dg.Output(value, metadata=metadata)
+    yield from checks
+
+
+def _start_server(s):
+    if not s.infra_validation:
+        return None
+    from mlops_assets.lib.infra_validation import ServingProcess
+
+    return ServingProcess(tracking_uri=s.tracking_uri)
+
+
+def _challenger(context, mlflow: MlflowTracking, lake: LakeStorage, training_set: dict, candidates: dict, server):
     from mlops_assets.lib import registry, tracking
     from mlops_assets.lib.evaluation import Candidate, evaluate_week
 
@@ -78,7 +98,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         features_broken=training_set.get("features_broken", "") or "none", dagster_run_id=context.run_id,
         dagster_job=context.job_name, code_version=s.code_version)
     version = registry.register(model_uri, tags, alias=registry.CHALLENGER)
-    infra = _infra_validation(context, registry, version, holdout, decision.promote)
+    infra = _infra_validation(context, registry, version, holdout, decision.promote, server)
     tracking.log_batch(parent, metrics={"challenger_holdout_roc_auc": ev.metrics["roc_auc"],
                                         **({"champion_holdout_roc_auc": ev.champion_auc} if ev.champion_auc is not None else {})},
                        tags={"challenger_version": version, "gate": tags["gate"]})
@@ -95,7 +115,7 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "recalibration": {"applied": ev.recalibrated, **recal.as_dict()},
         "data_window": training_set["data_window"], "mlflow_run_id": ev.best.mlflow_run_id,
     }
-    yield dg.Output(value, metadata={
+    metadata = {
         "model_version": version,
         "family": best_fam,
         "holdout_roc_auc": dg.MetadataValue.float(ev.metrics["roc_auc"]),
@@ -113,8 +133,8 @@ def challenger(context: dg.AssetExecutionContext, mlflow: MlflowTracking, lake: 
         "top_features": ", ".join(ev.top_features),
         "candidates": dg.MetadataValue.md(md_table(ev.table)),
         "data_window": training_set["data_window"],
-    })
-    yield from _gate_checks(decision, version, champion_version, champion_auc, calibration, infra)
+    }
+    return value, metadata, _gate_checks(decision, version, champion_version, champion_auc, calibration, infra)
 
 
 def _gate_checks(decision, version: str, champion_version: str | None, champion_auc: float | None,
@@ -160,22 +180,19 @@ def _gate_checks(decision, version: str, champion_version: str | None, champion_
     return checks
 
 
-def _infra_validation(context, registry, version: str, holdout, gate_passed: bool) -> dict:
+def _infra_validation(context, registry, version: str, holdout, gate_passed: bool, server=None) -> dict:
     """Start the registered version in the real serving process and check it against its batch
     predictions (``lib.infra_validation``), when the gate would promote it."""
     from mlops_assets.lib.features import FEATURE_COLUMNS
-    from mlops_assets.lib.infra_validation import validate_serving
+    from mlops_assets.lib.infra_validation import validate_version
 
     s = get_settings()
     if not s.infra_validation:
         return {"passed": True, "ran": False, "reason": "MLOPS_INFRA_VALIDATION=off"}
     if not gate_passed:
         return {"passed": False, "ran": False, "reason": f"not run: the gate blocks v{version}"}
-    rows = holdout[FEATURE_COLUMNS].sample(n=min(INFRA_ROWS, len(holdout)), random_state=0).reset_index(drop=True)
-    # the batch path exactly as flight_delay_predictions runs it: the registered artifact, loaded
-    expected = registry.load_version(version).predict(rows)["delay_probability"].to_numpy()
-    res = validate_serving(registry.version_uri(version), rows, expected, tracking_uri=s.tracking_uri,
-                           p99_budget_ms=s.infra_p99_ms)
+    res = validate_version(version, holdout[FEATURE_COLUMNS], rows=INFRA_ROWS, tracking_uri=s.tracking_uri,
+                           p99_budget_ms=s.infra_p99_ms, server=server)
     context.log.info(f"infra validation of v{version}: {'passed' if res.passed else 'FAILED'}: {res.reason}")
     if not res.passed:
         registry.set_version_tags(version, {"gate": "blocked", "infra_validation": res.reason[:5000]})
