@@ -31,11 +31,10 @@ def week_days(week: str) -> list[str]:
 
 def training_window_days(week: str, weeks: int) -> list[str]:
     """The daily partitions a weekly training set reads: ``weeks`` weeks ending with ``week``,
-    clipped to the partitioned span."""
-    end = date.fromisoformat(week) + timedelta(days=7)
-    start = end - timedelta(weeks=weeks)
-    first = max(start, datetime.fromisoformat(_loaded.start).date())
-    return [(first + timedelta(days=i)).isoformat() for i in range((end - first).days)]
+    clipped to the partitioned span (``lib.training.training_window_days``)."""
+    from mlops_assets.lib.training import training_window_days as window
+
+    return window(week, weeks, datetime.fromisoformat(_loaded.start).date().isoformat())
 
 
 def trailing_days(day: str, n: int) -> list[str]:

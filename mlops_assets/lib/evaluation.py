@@ -93,7 +93,8 @@ def evaluate_week(training_set: pd.DataFrame, candidates: dict[str, Candidate], 
     from mlops_assets.lib.drift import build_reference
     from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES, LABEL, feature_matrix
     from mlops_assets.lib.metrics import calibration_table, classification_metrics, estimate_bias
-    from mlops_assets.lib.training import feature_importance, predict_proba, score_split
+    from mlops_assets.lib.training import (IMPORTANCE_REPEATS, IMPORTANCE_ROWS, feature_importance_with_error,
+                                            predict_proba, score_split)
 
     holdout = training_set[training_set["split"] == "holdout"]
     valid = training_set[training_set["split"] == "valid"]
@@ -131,10 +132,13 @@ def evaluate_week(training_set: pd.DataFrame, candidates: dict[str, Candidate], 
     train_rows = training_set[training_set["split"] == "train"]
     # the drift reference: the training rows' features and the model's output on them, each with
     # its alarm threshold from the window's own day-to-day variability, and each feature's
-    # importance to this model (permutation on the holdout)
-    importance = feature_importance(model, holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
+    # importance to this model (permutation on samples of the holdout, with its standard error)
+    importance, importance_se = feature_importance_with_error(model, holdout, DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES)
     reference = build_reference(train_rows, DRIFT_NUMERIC_FEATURES, CATEGORICAL_FEATURES,
                                 output=predict_proba(model, train_rows), importance=importance)
+    reference["importance_se"] = importance_se
+    reference["importance_sample"] = {"rows": min(IMPORTANCE_ROWS, len(holdout)), "repeats": IMPORTANCE_REPEATS,
+                                      "of_rows": len(holdout)}
     # what the model's own probabilities promise a day against what its holdout days delivered:
     # the correction of every performance estimate made before labels land
     reference["estimate_bias"] = estimate_bias(holdout["date"], y, p_best)

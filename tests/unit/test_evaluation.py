@@ -48,3 +48,27 @@ def test_with_no_champion_the_floor_alone_decides(week):
     ev = evaluate_week(ts, cands, **GATE)
     assert ev.champion_auc is None and ev.decision.has_champion is False
     assert ev.decision.promote == (ev.metrics["roc_auc"] >= 0.6)
+
+
+def test_permutation_importance_on_samples_agrees_with_all_rows_within_its_stated_error(week):
+    """The week's importances come from 4 repeats of 1,500 sampled holdout rows, with a standard
+    error; on the whole holdout (3 repeats of every row) they agree within that error."""
+    from mlops_assets.lib.features import CATEGORICAL_FEATURES, DRIFT_NUMERIC_FEATURES
+    from mlops_assets.lib.training import feature_importance, feature_importance_with_error
+
+    ts, cands, _ = week
+    model = cands["hist_gradient_boosting"].model
+    ho = ts[ts["split"] == "holdout"]
+    assert len(ho) > 3000  # the sample is a real subset
+    cols = DRIFT_NUMERIC_FEATURES + CATEGORICAL_FEATURES
+    mean, se = feature_importance_with_error(model, ho, cols)
+    full = feature_importance(model, ho, cols, repeats=3, max_rows=None)
+    assert all(s >= 0 for s in se.values())  # every estimate carries its error (0: shuffling it never moves the AUC)
+    assert all(se[f] > 0 for f in cols if mean[f] > 0)
+    top = max(full, key=full.get)
+    assert full[top] > 0.01 and mean[top] > 3 * se[top]  # the strongest feature stands out of its noise
+    off = {f: (mean[f], full[f], se[f]) for f in cols if abs(mean[f] - full[f]) > 4 * se[f] + 0.002}
+    assert not off, off  # floored at 0 on both sides, hence the small absolute slack
+    ev = evaluate_week(ts, cands, **GATE)
+    assert set(ev.reference["importance_se"]) == set(ev.reference["importance"])
+    assert ev.reference["importance_sample"] == {"rows": 1500, "repeats": 4, "of_rows": len(ho)}

@@ -129,12 +129,7 @@ def _sweep_asset(family: str):
         except Exception:
             tracking.end_run(run_id, "FAILED")
             raise
-        metrics = {f"valid_{k}": v for k, v in result.valid_metrics.items()}
-        metrics.update({"fit_seconds": result.fit_seconds, "train_rows": result.train_rows})
-        metrics.update({k: v for k, v in result.extra.items() if isinstance(v, float)})
-        metrics.update({f"step_{k}": v for k, v in usage.metrics.items()})
-        tracking.log_batch(run_id, params={"family": family, **result.params}, metrics=metrics,
-                           tags={"device": str(result.extra.get("device", "cpu"))})
+        tracking.log_batch(run_id, **result.log_fields(usage.metrics))
         tracking.end_run(run_id)
         context.log.info(f"{family} trial {trial['trial']} {result.params}: valid AUC "
                          f"{result.valid_metrics['roc_auc']:.4f} in {result.fit_seconds:.1f}s (MLflow run {run_id})")
