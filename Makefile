@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MLOPS_HOME   ?= $(CURDIR)/.mlops
 export DAGSTER_HOME ?= $(MLOPS_HOME)/dagster
 
-.PHONY: install demo test dev bench year clean gpu-wheels
+.PHONY: install demo test test-fast dev bench year clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,18 @@ install: $(STAMP)
 demo: install  ## replay data, run the whole cycle through Dagster, print a summary
 	$(BIN)/mlops-demo
 
-test: install  ## the whole test suite (unit, asset, end-to-end, production topology)
+# Parallel workers for the suite (pytest-xdist; tests/conftest.py says how the work is split).
+# 3 measured fastest on 2 cores: most tests wait on processes (services, daemon ticks, servers).
+TEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
+
+test: install  ## the whole test suite (unit, asset, end-to-end, production topology), in parallel
 	.ci/system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not alone" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no test is marked alone
+
+test-fast: install  ## the inner loop while you work: unit, asset, definitions and k8s-schema tests (< 3 min)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) tests/unit tests/assets tests/test_defs.py tests/k8s $(PYTEST_ARGS)
 
 bench: install  ## benchmarks against baselines measured in the same run (bench/RESULTS.md)
 	$(BIN)/python bench/run.py

@@ -1,5 +1,16 @@
-"""Shared fixtures.  Small sweeps and windows keep the suite fast; each test that touches state
-gets its own MLOPS_HOME (landing zone, lake, MLflow SQLite store, Dagster instance)."""
+"""Shared fixtures, and how the suite runs in parallel.
+
+Small sweeps and windows keep the suite fast; each test that touches state gets its own
+MLOPS_HOME (landing zone, lake, MLflow SQLite store, Dagster instance).
+
+``make test`` runs the suite on pytest-xdist workers (``--dist loadscope``, with our units). Every test module is
+one unit of work, so a module's fixtures are built once, on one worker; the production-topology
+modules form two units, each starting its services once. The units start heaviest first (the
+longest chains set the suite's wall time). Each worker takes ports from a block of its own
+(tests/helpers.free_port), and the local demo home is built once per run for every worker
+(``local_demo``). A test marked ``alone`` cannot share the machine; ``make test`` runs those after
+the others, without workers.
+"""
 
 import os
 
@@ -10,6 +21,63 @@ os.environ.setdefault("MLOPS_MAX_CONCURRENT", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import pytest  # noqa: E402
+
+# Work units in the order they start (heaviest and longest first; measured with --durations):
+# the rest follow in collection order. A unit is a module, or a named group of modules.
+GROUPS = {
+    "tests/topology/test_production.py": "topology-production",  # the demo on the services
+    "tests/topology/test_faults.py": "topology-services",
+    "tests/topology/test_promotion_race.py": "topology-services",
+    "tests/topology/test_store.py": "topology-services",
+}
+# Modules whose tests share no fixture: each test is a unit of its own.
+SPLIT = {"tests/test_bench_smoke.py", "tests/reliability/test_orphaned_runs.py"}
+FIRST = [
+    "tests/e2e/test_demo.py",  # builds the local demo the production topology compares with
+    "tests/e2e/test_year.py",
+    "topology-production",
+    "tests/test_bench_smoke.py",
+    "topology-services",
+    "tests/e2e/test_sensors.py",
+    "tests/reliability/test_concurrency.py",
+    "tests/e2e/test_ui.py",
+    "tests/k8s/test_step_sizes.py",
+    "tests/e2e/test_launch_paths.py",
+    "tests/reliability/test_orphaned_runs.py",
+    "tests/reliability/test_mlflow_outage.py",
+]
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module, a named group of modules, or itself."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if path in SPLIT else GROUPS.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scope scheduler, with our units for scopes and the units in the order the
+    collection puts them (heaviest first, below) instead of by their number of tests. (Not the
+    `xdist_group` mark: pytest-xdist 3.8 renames the test ids for it, which pytest 9 ignores.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return Units(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    key = (lambda it: rank.get(GROUPS.get(it.nodeid.split("::", 1)[0], it.nodeid.split("::", 1)[0]), len(rank)))
+    items.sort(key=key)  # stable: collection order otherwise
+
+
+def shared_dir(tmp_path_factory):
+    """A folder every worker of this pytest run sees (the run's base temp folder)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture
@@ -45,13 +113,29 @@ def run_demo(env: dict, json_path) -> str:
     return out.stdout
 
 
-@pytest.fixture(scope="session")
-def local_demo(tmp_path_factory):
-    """``mlops-demo`` on the embedded default (SQLite instance, local MLflow store, local lake) on a
-    short window: (home, env, stdout); its numbers in ``home/demo.json``."""
-    home = tmp_path_factory.mktemp("demo")
+def demo_env(home) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLOPS_LAKE_URI",
                                                              "MLOPS_LANDING_URI")}
     env.update({"MLOPS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), **DEMO_ENV})
-    stdout = run_demo(env, home / "demo.json")
-    return home, env, stdout
+    return env
+
+
+@pytest.fixture(scope="session")
+def local_demo(tmp_path_factory):
+    """``mlops-demo`` on the embedded default (SQLite instance, local MLflow store, local lake) on a
+    short window: (home, env, stdout); its numbers in ``home/demo.json``. Built once per pytest run
+    and shared, read-only, by every worker (the first to ask builds it under a lock, the others
+    wait for it): a test that writes works on a copy (tests/helpers.copy_home)."""
+    from filelock import FileLock
+
+    root = shared_dir(tmp_path_factory)
+    home = root / "local-demo"
+    with FileLock(str(root / "local-demo.lock")):
+        if not (home / "demo.stdout").exists():
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)  # what a failed attempt left
+            home.mkdir()
+            stdout = run_demo(demo_env(home), home / "demo.json")
+            (home / "demo.stdout").write_text(stdout)  # written last: its presence means "built"
+    return home, demo_env(home), (home / "demo.stdout").read_text()

@@ -117,7 +117,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        # bound here, to a port the kernel picks: nothing else can take it between choice and bind
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alert"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -89,8 +89,14 @@ def test_predictions_and_live_performance_for_the_scored_days(demo):
     assert f"models:/flight_delay/{champ.version}" in manifest
 
 
-def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo):
-    home, env, _ = demo
+def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo, tmp_path):
+    # this test trains a third week: on its own copy of the shared demo home
+    from tests.conftest import demo_env
+    from tests.helpers import copy_home
+
+    home = tmp_path / "demo"
+    copy_home(demo[0], home)
+    env = demo_env(home)
     client = mlflow_client(home)
     before = str(client.get_model_version_by_alias("flight_delay", "champion").version)
     cfg = home / "shuffle.json"  # JSON is YAML
@@ -119,3 +125,9 @@ def test_a_sabotaged_challenger_is_stopped_by_the_gate(demo):
     assert set(checks) == {"gate_quality_floor", "gate_beats_champion", "gate_calibration", "serving_infra_valid"}
     assert not checks["gate_quality_floor"] and not checks["gate_beats_champion"]
     assert "challenger" in materialised and not materialised & {"champion", "model_deployment"}
+    # the copy took the write: the shared demo home still holds its two versions, and the third
+    # version's artifacts are under the copy
+    assert len(mlflow_client(demo[0]).search_model_versions("name='flight_delay'")) == 2
+    client = mlflow_client(home)
+    run = client.get_run(client.get_model_version("flight_delay", latest.version).run_id)
+    assert run.info.artifact_uri.startswith((home / "mlflow").as_uri()), run.info.artifact_uri

@@ -15,41 +15,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.helpers import _bindable as _is_free
+from tests.helpers import free_port
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(pair: bool = False) -> int:
-    """A free TCP port on 127.0.0.1 (with ``pair``, one whose +10000 neighbour is free too: the
-    SeaweedFS servers put their gRPC port there)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not pair:
-            return port
-        if port + 10000 < 65535 and _is_free(port + 10000):
-            return port
-    raise RuntimeError("no free port pair")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        # as the servers bind (Go and PostgreSQL set SO_REUSEADDR): a port whose old connections
-        # linger in TIME_WAIT after a stop is free to them
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -307,9 +283,12 @@ class Services:
                 "MLFLOW_TRACKING_URI": self.mlflow.url}
 
     def close(self) -> None:
-        for part in (self.mlflow, self.store):
-            with contextlib.suppress(Exception):
-                part and part.stop()
+        """Everything stopped and thrown away: the object store is killed outright (its folder goes
+        with the test's temporary one; SeaweedFS takes ~25 s to exit on SIGTERM)."""
+        with contextlib.suppress(Exception):
+            self.mlflow and self.mlflow.stop()
+        with contextlib.suppress(Exception):
+            self.store.kill()
         with contextlib.suppress(Exception):
             self.pg.close()
 
