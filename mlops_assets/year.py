@@ -211,8 +211,11 @@ def _quiet(inst, since: float) -> tuple[bool, str]:
 
     if inst.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=1):
         return False, "runs in flight"
+    # the run that ended last (Dagster orders run queries by creation unless told otherwise: the
+    # last one *created* can end before an older, longer one, and a tick between the two is not
+    # quiet)
     last = inst.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                                        dg.DagsterRunStatus.CANCELED]), limit=1)
+                                                        dg.DagsterRunStatus.CANCELED]), limit=1, order_by="end_time")
     quiet_since = max(since, last[0].end_time or 0.0) if last else since
     states = _sensor_states(inst)
     for name in SENSORS:

@@ -90,6 +90,27 @@ def test_a_summer_week_decays_and_requests_retraining_once_per_week(world):
     assert result.asset_events[0].metadata["health_verdict"].value == "decayed"
 
 
+def test_on_the_same_decayed_week_frozen_asks_nothing_and_weekly_asks_the_week(world, monkeypatch):
+    """The other two policies, on the same real state (a January champion deployed, its summer week
+    decayed): `frozen` never trains after its cold start, whatever the verdict; `weekly` asks for
+    the latest complete week, verdict or not. (tests/e2e/test_year.py runs `weekly` and `health`
+    through the real daemon; this is `frozen`'s branch of the same sensor.)"""
+    instance, _ = world  # the summer week was scored by the test above
+    for policy, expected in (("frozen", None), ("weekly", "2013-06-24")):
+        monkeypatch.setenv("MLOPS_RETRAIN_POLICY", policy)
+        get_settings.cache_clear()
+        result = evaluate(instance)
+        assert result.asset_events[0].metadata["health_verdict"].value == "decayed"  # the same verdict
+        if expected is None:
+            assert not result.run_requests, (policy, result.run_requests)
+            assert result.skip_reason.skip_message.startswith("frozen: nothing to train"), result.skip_reason
+        else:
+            (req,) = result.run_requests
+            assert (req.partition_key, req.tags["mlops/retrain_kind"]) == (expected, "weekly"), req.tags
+    monkeypatch.delenv("MLOPS_RETRAIN_POLICY")
+    get_settings.cache_clear()
+
+
 def test_drift_metadata_on_real_days(world):
     """feature_drift keeps `features_major_drift` (an integer: features above their calibrated
     threshold) and adds the model's output drift; the champion's own January week raises fewer
