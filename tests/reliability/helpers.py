@@ -13,10 +13,14 @@ from tests.helpers import free_port  # noqa: F401 (re-exported for the tests tha
 @contextlib.contextmanager
 def module_home(tmp_path_factory, name: str, days: tuple[str, str] | None = None, **env):
     """Like the ``home`` fixture, for a whole module: MLOPS_HOME, DAGSTER_HOME and ``env``; with
-    ``days`` (first, last), those days replayed and ingested into its lake."""
+    ``days`` (first, last), those days replayed and ingested into its lake (a copy of a home that
+    ingested them once for the whole pytest run: ``ingested_home``)."""
     from mlops_assets.settings import ensure_dagster_home, get_settings
+    from tests.helpers import copy_home
 
     h = tmp_path_factory.mktemp(name) / "mlops"
+    if days:
+        copy_home(ingested_home(tmp_path_factory, *days), h)
     mp = pytest.MonkeyPatch()
     mp.setenv("MLOPS_HOME", str(h))
     mp.setenv("DAGSTER_HOME", str(h / "dagster"))
@@ -26,13 +30,41 @@ def module_home(tmp_path_factory, name: str, days: tuple[str, str] | None = None
     get_settings.cache_clear()
     ensure_dagster_home()
     try:
-        if days:
-            ingest(*days)
         yield h
     finally:
         mp.undo()
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         get_settings.cache_clear()
+
+
+def ingested_home(tmp_path_factory, first: str, last: str):
+    """A home (landing zone, lake, Dagster instance) with ``first``..``last`` replayed and ingested
+    (``ingest``), built once per pytest run and shared by every worker: the first to ask builds it
+    under a lock. Read-only: a module works on its own copy (tests/helpers.copy_home)."""
+    from filelock import FileLock
+
+    from mlops_assets.settings import ensure_dagster_home, get_settings
+    from tests.conftest import shared_dir
+
+    root = shared_dir(tmp_path_factory)
+    home = root / f"ingested-{first}-{last}"
+    with FileLock(str(root / f"ingested-{first}-{last}.lock")):
+        if not (home / ".ingested").exists():
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)  # what a failed attempt left
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("MLOPS_HOME", str(home))
+                mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+                mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+                get_settings.cache_clear()
+                try:
+                    ensure_dagster_home()
+                    ingest(first, last)
+                finally:
+                    get_settings.cache_clear()
+            (home / ".ingested").write_text("")  # written last: its presence means "built"
+    return home
 
 
 def ingest(first: str, last: str) -> None:
