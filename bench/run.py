@@ -113,15 +113,21 @@ def b3b(smoke: bool) -> dict:
                 single, many, "single run >= 3x faster (ratio <= 0.33)", lambda r: r <= 1 / 3)
 
 
-# --- B2 ------------------------------------------------------------------------------------------
-def b2(smoke: bool) -> dict:
+# --- B2 and B8: one weekly cycle ------------------------------------------------------------------
+_CYCLE: dict = {}
+
+
+def _cycle(smoke: bool) -> dict:
+    """The weekly cycle both B2 and B8 time: its configuration, a prepared lake (ingestion and
+    features through Dagster) that each timed run copies, and ``training_job``'s times, measured
+    once per bench run and shared (B8 compares the same job with its peer)."""
     import shutil
 
+    if smoke in _CYCLE:
+        return _CYCLE[smoke]
     weeks, trials, week = ("2", "1", "2013-01-14") if smoke else ("4", "3", "2013-02-04")
     prep = _home()
-    last = "2013-01-20" if smoke else "2013-02-10"
-    _data_run("2013-01-01", last, True, prep)  # the examples both sides train from
-    n = 1 if smoke else 3
+    _data_run("2013-01-01", "2013-01-20" if smoke else "2013-02-10", True, prep)  # the examples every side trains from
 
     def fresh():
         home = _home()
@@ -129,47 +135,39 @@ def b2(smoke: bool) -> dict:
         shutil.copytree(prep / "landing", home / "landing")
         return home
 
-    extra = {"MLOPS_TRAIN_WEEKS": weeks, "MLOPS_TRIALS": trials}
-    dag = [_timed([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions", "-j", "training_job",
-                   "--tags", json.dumps({"dagster/partition": week})], _env(h, **extra)) for h in [fresh() for _ in range(n)]]
-    plain = [_timed([sys.executable, str(ROOT / "bench/b2_plain.py"), "--week", week], _env(h, **extra))
-             for h in [fresh() for _ in range(n)]]
-    d, p = statistics.median(dag), statistics.median(plain)
-    return _row("B2", f"weekly training cycle ({trials} trials x 3 families, {weeks}-week window): "
+    c = {"weeks": weeks, "trials": trials, "week": week, "n": 1 if smoke else 3, "fresh": fresh,
+         "extra": {"MLOPS_TRAIN_WEEKS": weeks, "MLOPS_TRIALS": trials}}
+    c["job"] = [_timed([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions", "-j", "training_job",
+                        "--tags", json.dumps({"dagster/partition": week})], _env(h, **c["extra"]))
+                for h in [fresh() for _ in range(c["n"])]]
+    _CYCLE[smoke] = c
+    return c
+
+
+def b2(smoke: bool) -> dict:
+    c = _cycle(smoke)
+    plain = [_timed([sys.executable, str(ROOT / "bench/b2_plain.py"), "--week", c["week"]], _env(h, **c["extra"]))
+             for h in [c["fresh"]() for _ in range(c["n"])]]
+    d, p = statistics.median(c["job"]), statistics.median(plain)
+    return _row("B2", f"weekly training cycle ({c['trials']} trials x 3 families, {c['weeks']}-week window): "
                 "training_job via the CLI vs plain Python making the same lib/ calls (bench/b2_plain.py), s "
-                f"(orchestration overhead {d - p:+.1f} s; runs {', '.join(f'{x:.1f}' for x in dag)} vs "
+                f"(orchestration overhead {d - p:+.1f} s; runs {', '.join(f'{x:.1f}' for x in c['job'])} vs "
                 f"{', '.join(f'{x:.1f}' for x in plain)})", d, p, "ratio <= 1.3", lambda r: r <= 1.3)
 
 
-# --- B8 ------------------------------------------------------------------------------------------
 def b8(smoke: bool) -> dict:
-    """The same weekly cycle as B2 through our training_job, against a Metaflow flow on its local
-    runtime (a task per trial in a `foreach`, at most as many at once as there are CPUs)."""
-    import os
-    import shutil
-
-    weeks, trials, week = ("2", "1", "2013-01-14") if smoke else ("4", "3", "2013-02-04")
-    prep = _home()
-    _data_run("2013-01-01", "2013-01-20" if smoke else "2013-02-10", True, prep)
-    n = 1 if smoke else 3
-
-    def fresh():
-        home = _home()
-        shutil.copytree(prep / "lake", home / "lake")
-        shutil.copytree(prep / "landing", home / "landing")
-        return home
-
-    extra = {"MLOPS_TRAIN_WEEKS": weeks, "MLOPS_TRIALS": trials, "METAFLOW_USER": "bench"}
-    ours = [_timed([str(BIN / "dagster"), "job", "execute", "-m", "mlops_assets.definitions", "-j", "training_job",
-                    "--tags", json.dumps({"dagster/partition": week})], _env(h, **extra)) for h in [fresh() for _ in range(n)]]
+    """The same weekly cycle as B2 through our training_job (B2's own runs), against a Metaflow flow
+    on its local runtime (a task per trial in a `foreach`, at most as many at once as there are CPUs)."""
+    c = _cycle(smoke)
+    extra = {**c["extra"], "METAFLOW_USER": "bench"}
     peer = []
-    for h in [fresh() for _ in range(n)]:  # the flow's local datastore (.metaflow) goes in the home
-        peer.append(_timed([sys.executable, str(ROOT / "bench/metaflow_cycle.py"), "--quiet", "run", "--week", week,
+    for h in [c["fresh"]() for _ in range(c["n"])]:  # the flow's local datastore (.metaflow) goes in the home
+        peer.append(_timed([sys.executable, str(ROOT / "bench/metaflow_cycle.py"), "--quiet", "run", "--week", c["week"],
                             "--max-workers", str(os.cpu_count() or 2)], _env(h, **extra), cwd=h))
-    return _row("B8", f"weekly training cycle ({trials} trials x 3 families, {weeks}-week window): training_job via the "
-                "CLI vs the same cycle as a Metaflow flow (foreach over the trials, local runtime), s",
-                statistics.median(ours), statistics.median(peer), "ratio <= 1 (no slower than the peer)",
-                lambda r: r <= 1)
+    return _row("B8", f"weekly training cycle ({c['trials']} trials x 3 families, {c['weeks']}-week window): "
+                "training_job via the CLI (B2's runs) vs the same cycle as a Metaflow flow (foreach over the trials, "
+                "local runtime), s", statistics.median(c["job"]), statistics.median(peer),
+                "ratio <= 1 (no slower than the peer)", lambda r: r <= 1)
 
 
 # --- B9 ------------------------------------------------------------------------------------------
