@@ -74,6 +74,33 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=key)  # stable: collection order otherwise
 
 
+_CONTROLLER = False  # the xdist controller: it receives every worker's hooks again
+
+
+def pytest_configure(config):
+    global _CONTROLLER
+    _CONTROLLER = bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def _timeline(event: str, nodeid: str) -> None:
+    """With MLOPS_TEST_TIMELINE=<file>, each worker appends when each test starts and ends: which
+    chain of units sets the suite's wall time (bench/test_timeline.py reads it)."""
+    path = os.environ.get("MLOPS_TEST_TIMELINE")
+    if path and not _CONTROLLER:
+        import time
+
+        with open(path, "a") as f:
+            f.write(f"{time.time():.2f}\t{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{event}\t{nodeid}\n")
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _timeline("start", nodeid)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    _timeline("end", nodeid)
+
+
 def shared_dir(tmp_path_factory):
     """A folder every worker of this pytest run sees (the run's base temp folder)."""
     base = tmp_path_factory.getbasetemp()
