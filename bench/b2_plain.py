@@ -22,8 +22,9 @@ Per step of ``training_job`` (the asset or op that makes the calls):
 * ``model_deployment``: ``registry.alias_version``, ``registry.smoke_test``, ``serving_manifests``,
   ``to_yaml``, ``Location.write_bytes``, ``registry.version_uri``.
 
-The job runs trials as parallel step processes (at most MLOPS_MAX_CONCURRENT at once); this runs
-them one after another in one process, as a data scientist's script would.
+The job's executor runs the trials one after another in the run's process on 2 CPUs (the
+default ``MLOPS_EXECUTOR=auto``), in parallel step processes from 4; this runs them one after
+another in one process, as a data scientist's script would.
 """
 
 import argparse
