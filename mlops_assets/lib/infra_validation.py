@@ -211,8 +211,8 @@ def validate_serving(model_uri: str, rows: pd.DataFrame, expected, *, tracking_u
                      tolerance: float = 1e-6, p99_budget_ms: float = 250.0, latency_requests: int = 100,
                      startup_timeout_s: float = 180.0, request_timeout_s: float = 30.0,
                      server: ServingProcess | None = None) -> InfraValidation:
-    """Serve ``model_uri`` with ``mlops-serve`` (what the serving Deployment runs) on a free local
-    port, score ``rows`` (feature columns only, as a client sends them) in one request and compare
+    """Serve ``model_uri`` with ``mlops-serve`` (what the serving Deployment runs) on a socket bound
+    here (``ServingProcess``), score ``rows`` (feature columns only, as a client sends them) in one request and compare
     with ``expected`` (the batch predictions of the same rows), then time ``latency_requests``
     one-row requests.  ``server``: a ``ServingProcess`` started ahead (without a version) to use.
     The server is stopped before returning, whatever happened."""
