@@ -36,7 +36,10 @@ class Server:
 
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               # MLflow 3's job runner (a huey consumer and its workers, for GenAI jobs): unused, and
+               # ~30 s of CPU per start (tests/topology/services.py turns it off too)
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
         self.log = open(self.root / "server.log", "a")
         self.proc = subprocess.Popen(
