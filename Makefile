@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install  ## replay data, run the whole cycle through Dagster, print a summary
+	$(COMPILE)
 	$(BIN)/mlops-demo
 
 # Parallel workers for the suite (pytest-xdist; tests/conftest.py says how the work is split).
@@ -26,12 +27,19 @@ demo: install  ## replay data, run the whole cycle through Dagster, print a summ
 TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
 
+# The project's own bytecode, once: an editable install is never compiled by pip, and where
+# PYTHONDONTWRITEBYTECODE is set (this machine, maybe CI) every process of the suite would compile
+# mlops_assets again (0.73 -> 0.53 s for `import mlops_assets.definitions`; CONTRIBUTING.md).
+COMPILE := $(BIN)/python -m compileall -q mlops_assets tests bench >/dev/null
+
 test: install  ## the whole test suite (unit, asset, end-to-end, production topology), in parallel
 	.ci/system-deps
+	$(COMPILE)
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not alone" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: no test is marked alone
 
 test-fast: install  ## the inner loop while you work: unit, asset, definitions and k8s-schema tests (< 3 min)
+	$(COMPILE)
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) tests/unit tests/assets tests/test_defs.py tests/k8s $(PYTEST_ARGS)
 
 bench: install  ## benchmarks against baselines measured in the same run (bench/RESULTS.md)

@@ -31,16 +31,24 @@ def test_range_backfill_in_one_run_and_job_backfill_one_run_per_partition(tmp_pa
     env = service_env(home)
 
     # 1. A single-run range backfill: every asset of both groups, three days, one run (`dg launch`,
-    #    as the README shows it; it supersedes `dagster asset materialize`).
+    #    as the README shows it; it supersedes `dagster asset materialize`), on the multiprocess
+    #    executor (a process per step, forked from the preloaded forkserver: what a machine with 4
+    #    or more CPUs runs by default).
     out = subprocess.run([str(BIN / "dg"), "launch", "-m", "mlops_assets.definitions",
                           "--assets", "group:ingestion or group:features",
                           "--partition-range", "2013-01-01...2013-01-03"],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         env={**env, "MLOPS_EXECUTOR": "multiprocess"}, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for asset in DATA:
         assert materialized(home, asset) == {"2013-01-01", "2013-01-02", "2013-01-03"}, asset
     with instance(home) as inst:
-        assert len(inst.get_runs()) == 1
+        (run,) = inst.get_runs()
+        events = [e.dagster_event for e in inst.all_logs(run.run_id) if e.dagster_event]
+        # each step in a process of its own: the multiprocess executor's step workers
+        workers = {e.step_key for e in events if e.event_type_value == "STEP_WORKER_STARTED"}
+        steps = {e.step_key for e in events if e.event_type_value == "STEP_SUCCESS"}
+        assert len(steps) == len(DATA) and workers == steps, (workers, steps)
 
     # 2. A job backfill: one run per partition, queued, then executed by the daemon.  It names the
     #    workspace, so that the daemon (which serves workspace.yaml) finds the runs' code location.

@@ -1,6 +1,7 @@
-"""The demo path end to end: the real `dagster` CLI (multiprocess executor, forced here: on 2 CPUs
-the default is in-process), persistent SQLite instance, a real MLflow store, on a short window;
-then a sabotaged challenger."""
+"""The demo path end to end: the real `dagster` CLI (`dg launch`), persistent SQLite instance, a
+real MLflow store, on a short window; then a sabotaged challenger. (The demo runs each run's steps
+in the run's process, the default on 2 CPUs; tests/e2e/test_backfills.py runs the multiprocess
+executor.)"""
 
 import json
 import os

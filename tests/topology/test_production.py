@@ -2,8 +2,7 @@
 compute logs in S3, lake and landing zone in an S3-compatible store (SeaweedFS), an MLflow server on
 PostgreSQL with its artifacts in that store; the code location served by `dagster api grpc`, the
 daemon and the webserver beside it.  The demo's cycle (ingest, train, gate, promote, deploy, score,
-monitor) runs on it, each run's steps in one process, and gives the numbers the embedded default
-gives with a process per step; then the daemon's sensors take new days landed in the store through
+monitor) runs on it and gives the numbers the embedded default gives; then the daemon's sensors take new days landed in the store through
 the same cycle."""
 
 import json
@@ -23,7 +22,7 @@ def prod_demo(services, tmp_path_factory):
     home = tmp_path_factory.mktemp("prod")
     env = platform_env(services, home)
     t0 = time.perf_counter()
-    stdout = run_demo(env, home / "demo.json", MLOPS_EXECUTOR="in_process")  # the local demo's is multiprocess
+    stdout = run_demo(env, home / "demo.json")
     print(f"demo on the production topology: {time.perf_counter() - t0:.0f}s")
     return home, env, stdout
 
